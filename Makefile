@@ -1,0 +1,38 @@
+# camcli — set-up, demo, tests. `make demo` and `make test` each do all set-up themselves.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+
+.DEFAULT_GOAL := help
+.PHONY: help venv install dev demo test lint clean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+venv: $(BIN)/python
+
+install: venv  ## create .venv and install camcli
+	$(BIN)/python -m pip install --quiet -e .
+
+dev: venv  ## create .venv and install camcli with the dev extras
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+
+demo: install  ## heatmaps for sample_images/ into heatmaps/
+	$(BIN)/camcli batch sample_images --out heatmaps
+	@echo
+	@echo "Done: the overlays are in $(CURDIR)/heatmaps/ (one JPEG per photo in sample_images/),"
+	@echo "      with what the model predicted in $(CURDIR)/heatmaps/manifest.jsonl"
+
+test: dev  ## lint, then run the whole test suite
+	$(BIN)/ruff check camcli tests
+	$(BIN)/python -m pytest
+
+lint: dev  ## ruff only
+	$(BIN)/ruff check camcli tests
+
+clean:  ## remove the virtualenv, caches and demo output
+	rm -rf $(VENV) heatmaps .pytest_cache .ruff_cache *.egg-info

@@ -1,0 +1,3 @@
+from camcli.cli import main
+
+main()

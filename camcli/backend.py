@@ -1,0 +1,86 @@
+"""Lazy TensorFlow import and device selection.
+
+TensorFlow takes seconds to import, so nothing imports it at module level except the
+modules that run a model; `camcli --help` stays instant.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import sys
+
+from camcli.errors import DeviceError
+
+log = logging.getLogger("camcli")
+
+#: Environment variable giving the default for --device.
+DEVICE_ENV = "CAMCLI_DEVICE"
+
+
+def tensorflow():
+    """Import TensorFlow quietly (its C++ start-up chatter goes unless -v asked for it)."""
+    if "tensorflow" in sys.modules:
+        return sys.modules["tensorflow"]
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+    if os.environ["TF_CPP_MIN_LOG_LEVEL"] == "0":
+        import tensorflow as tf
+
+        return tf
+    # Some CUDA probes print to file descriptor 2 before TensorFlow's log level applies
+    # ("Could not find cuda drivers ..."); silence the descriptor during the import only.
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 2)
+            import tensorflow as tf
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+    return tf
+
+
+_DEVICE_RE = re.compile(r"^(auto|cpu|gpu)(?::(\d+))?$")
+
+
+def parse_device(spec: str) -> tuple[str, int | None]:
+    """Split ``auto|cpu|gpu|gpu:N`` into kind and index; raises DeviceError if malformed."""
+    match = _DEVICE_RE.match(spec.strip().lower())
+    if not match or (match.group(2) is not None and match.group(1) != "gpu"):
+        raise DeviceError(f"invalid device {spec!r}: use auto, cpu, gpu or gpu:N")
+    index = int(match.group(2)) if match.group(2) is not None else None
+    return match.group(1), index
+
+
+def select_device(spec: str | None = None) -> str:
+    """Make TensorFlow use the requested device and return its name (``CPU`` or ``GPU:N``).
+
+    Must run before the first model is built. ``auto`` takes the first GPU if TensorFlow
+    sees one, else the CPU. Asking for a GPU that is not there is an error, never a silent
+    CPU run.
+
+    Raises:
+        DeviceError: malformed spec, or no such GPU.
+    """
+    kind, index = parse_device(spec or os.environ.get(DEVICE_ENV) or "auto")
+    tf = tensorflow()
+    gpus = tf.config.list_physical_devices("GPU")
+    if kind == "cpu" or (kind == "auto" and not gpus):
+        if gpus:
+            tf.config.set_visible_devices([], "GPU")
+        log.info("device: CPU")
+        return "CPU"
+    if not gpus:
+        raise DeviceError(
+            f"device {spec or os.environ.get(DEVICE_ENV)!r} asked for a GPU, but TensorFlow "
+            "sees none (is the 'gpu' extra installed: pip install 'camcli[gpu]'?)"
+        )
+    index = index or 0
+    if index >= len(gpus):
+        raise DeviceError(f"no GPU {index}: TensorFlow sees {len(gpus)} GPU(s) (0-{len(gpus) - 1})")
+    tf.config.set_visible_devices([gpus[index]], "GPU")
+    log.info("device: GPU %d (%s)", index, gpus[index].name)
+    return f"GPU:{index}"

@@ -1,0 +1,360 @@
+"""The ``camcli`` command line: parse, validate, call the library, report.
+
+Nothing here computes anything. Library errors become one-line ``Error: ...`` messages:
+exit code 2 for requests that cannot be served as asked (`UsageProblem`), 1 for other
+failures; ``batch`` exits 1 when any input failed. TensorFlow is imported only inside
+command bodies, so ``camcli --help`` and ``--version`` are instant.
+"""
+
+from __future__ import annotations
+
+import csv
+import functools
+import json
+import logging
+import os
+import sys
+
+import click
+
+from camcli import __version__
+from camcli.errors import CamcliError, UsageProblem
+
+log = logging.getLogger("camcli")
+
+# Kept in sync with camcli.methods.METHODS / camcli.models.preprocess / camcli.render by a
+# test; importing those here would import NumPy and OpenCV for --help.
+METHOD_NAMES = ("cam", "gradcam")
+PREPROCESS_NAMES = ("caffe", "tf", "torch", "scale01", "none")
+EXIT_INTERRUPTED = 130
+
+
+class UsageFailure(click.ClickException):
+    """A request that cannot be served as asked: ``Error: ...`` and exit code 2."""
+
+    exit_code = 2
+
+
+def translate_errors(command):
+    """Turn camcli's library errors into click errors with one-line messages."""
+
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        try:
+            return command(*args, **kwargs)
+        except UsageProblem as exc:
+            raise UsageFailure(str(exc)) from None
+        except CamcliError as exc:
+            raise click.ClickException(str(exc)) from None
+
+    return wrapper
+
+
+# -- logging and verbosity --------------------------------------------------------------
+
+
+def _set_verbosity(ctx: click.Context, param: click.Parameter, value: bool) -> None:
+    if not value:
+        return
+    state = ctx.find_root().ensure_object(dict)
+    state["verbosity"] = -1 if param.name == "quiet" else 1
+
+
+def _configure_logging(verbosity: int) -> None:
+    level = {-1: logging.WARNING, 0: logging.INFO, 1: logging.DEBUG}[verbosity]
+    if verbosity > 0:
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "0")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("camcli: %(message)s"))
+    log.handlers[:] = [handler]
+    log.setLevel(level)
+    log.propagate = False
+
+
+def verbosity_options(command):
+    command = click.option("-v", "--verbose", "verbose", is_flag=True, expose_value=False,
+                           callback=_set_verbosity, help="Log more (debug details).")(command)
+    command = click.option("-q", "--quiet", "quiet", is_flag=True, expose_value=False,
+                           callback=_set_verbosity,
+                           help="Only warnings and errors on stderr; no progress bar.")(command)
+    return command
+
+
+def _verbosity() -> int:
+    return click.get_current_context().find_root().ensure_object(dict).get("verbosity", 0)
+
+
+# -- option bundles (defined once, stacked on every command that needs them) -------------
+
+
+def model_options(command):
+    """--model, --weights, --labels, --preprocess, --layer, --class, --device, --batch-size."""
+    options = [
+        click.option("--model", "model_name", default=None, metavar="NAME|PATH",
+                     help="Built-in model name (see README) or a .keras / .h5 file. "
+                          "[default: resnet50]"),
+        click.option("--weights", default="imagenet", show_default=True,
+                     metavar="imagenet|none|FILE",
+                     help="Weights of a built-in model: Keras' ImageNet download, random "
+                          "(testing only) or a Keras weights file."),
+        click.option("--labels", "labels_file", type=click.Path(exists=True, dir_okay=False),
+                     help="Class names, one per line in class order (custom models)."),
+        click.option("--preprocess", type=click.Choice(PREPROCESS_NAMES),
+                     help="Input preprocessing for a model file [default for files: none]."),
+        click.option("--layer", default=None, metavar="NAME",
+                     help="Target layer (name, or path through nested models: "
+                          "'resnet50/conv5_block3_out'). Default: the model's registered "
+                          "layer, else the last spatial feature map."),
+        click.option("--class", "class_spec", default=None, metavar="INDEX|NAME",
+                     help="Class to explain: index, WordNet id or unambiguous name. "
+                          "[default: each image's top-1 prediction]"),
+        click.option("--device", default=None, metavar="auto|cpu|gpu|gpu:N",
+                     help="Where to run. [default: $CAMCLI_DEVICE, else auto]"),
+        click.option("--batch-size", default=32, show_default=True,
+                     type=click.IntRange(min=1), help="Images per forward pass."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return verbosity_options(command)
+
+
+def render_options(command):
+    """--alpha, --colormap, --quality."""
+    options = [
+        click.option("--alpha", default=0.4, show_default=True,
+                     type=click.FloatRange(0.0, 1.0),
+                     help="Weight of the heatmap in the blend (0: photo only, 1: heatmap only)."),
+        click.option("--colormap", default="jet", show_default=True, metavar="NAME",
+                     callback=_check_colormap,
+                     help="OpenCV colour map: jet, turbo, viridis, inferno, magma, hot, ..."),
+        click.option("--quality", default=90, show_default=True,
+                     type=click.IntRange(1, 100), help="JPEG quality of the overlays."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def _check_colormap(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    from camcli.render import COLORMAPS
+
+    name = value.lower()
+    if name not in COLORMAPS:
+        raise click.BadParameter(f"{value!r} is not an OpenCV colour map; choose from "
+                                 f"{', '.join(sorted(COLORMAPS))}")
+    return name
+
+
+def _explainer(method: str | None, model_name, weights, labels_file, preprocess, layer,
+               class_spec, device, **_):
+    _configure_logging(_verbosity())
+    from camcli.pipeline import open_explainer
+
+    return open_explainer(model=model_name, weights=weights, labels_file=labels_file,
+                          preprocess=preprocess, layer=layer, class_spec=class_spec,
+                          device=device, method=method)
+
+
+# -- commands ------------------------------------------------------------------------------
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, "--version", prog_name="camcli")
+@verbosity_options
+def main():
+    """camcli: where does an image classifier look?
+
+    Runs a Keras model over photos and writes class-activation heatmaps (CAM, Grad-CAM)
+    blended over each photo, plus a JSON record of what the model predicted.
+
+    \b
+    Examples:
+      camcli predict photo.jpg
+      camcli cam photo.jpg
+      camcli gradcam --layer block5_conv3 --model vgg16 photo.png
+      camcli batch ./Caltech101 --out heatmaps
+    """
+
+
+@main.command()
+@click.argument("images", nargs=-1, required=True)
+@model_options
+@click.option("--top-k", default=5, show_default=True, type=click.IntRange(min=1),
+              help="How many classes to list per image.")
+@click.option("--format", "fmt", default="table", show_default=True,
+              type=click.Choice(["table", "json", "csv"]),
+              help="table for people; json and csv for scripts (stdout holds nothing else).")
+@translate_errors
+def predict(images, top_k, fmt, batch_size, **model_args):
+    """Print the top-k classes and probabilities of each image."""
+    from camcli.inputs import check_inputs, discover
+    from camcli.pipeline import explain_stream
+
+    check_inputs(images)
+    items = discover(images)
+    explainer = _explainer(None, **model_args)
+    labels = explainer.loaded.labels
+    rows, failed = [], 0
+    for result in explain_stream(items, explainer, batch_size):
+        if result.error:
+            failed += 1
+            click.echo(f"Error: {result.item.path}: {result.error}", err=True)
+        rows.append({"input": result.item.path, "top": result.top(top_k, labels),
+                     "error": result.error})
+        if fmt == "table":
+            _print_table_row(rows.pop())
+    if fmt == "json":
+        click.echo(json.dumps([_json_prediction(r) for r in rows], indent=2, ensure_ascii=False))
+    elif fmt == "csv":
+        writer = csv.writer(sys.stdout, lineterminator="\n")
+        writer.writerow(["input", "rank", "class_index", "label", "probability", "error"])
+        for row in rows:
+            if row["error"]:
+                writer.writerow([row["input"], "", "", "", "", row["error"]])
+            for rank, (index, label, probability) in enumerate(row["top"], 1):
+                writer.writerow([row["input"], rank, index, label, f"{probability:.6f}", ""])
+    sys.exit(1 if failed else 0)
+
+
+def _json_prediction(row: dict) -> dict:
+    top = [{"class_index": i, "label": label, "probability": p} for i, label, p in row["top"]]
+    return {"input": row["input"], "top": top, "error": row["error"]}
+
+
+def _print_table_row(row: dict) -> None:
+    if row["error"]:
+        return
+    click.echo(row["input"])
+    for rank, (index, label, probability) in enumerate(row["top"], 1):
+        click.echo(f"  {rank}. {label:<30} {probability:7.2%}  (class {index})")
+
+
+def _single_image_command(method: str):
+    def command(images, output, out_dir, batch_size, alpha, colormap, quality, **model_args):
+        from camcli.inputs import check_inputs, discover
+        from camcli.single import explain_images
+
+        if output and out_dir:
+            raise UsageFailure("give either -o/--output (one image) or --out (a folder)")
+        check_inputs(images)
+        items = list(discover(images))
+        if output and len(items) != 1:
+            raise UsageFailure(f"-o/--output takes one image, got {len(items)}; use --out DIR")
+        explainer = _explainer(method, **model_args)
+        failed = 0
+        for written in explain_images(items, explainer, method, output=output, out_dir=out_dir,
+                                      batch_size=batch_size, alpha=alpha, colormap=colormap,
+                                      quality=quality):
+            if written.error:
+                failed += 1
+                click.echo(f"Error: {written.input}: {written.error}", err=True)
+            else:
+                click.echo(f"{written.output}: {written.label} (class {written.class_index}) "
+                           f"{written.score:.1%}")
+        sys.exit(1 if failed else 0)
+
+    return command
+
+
+def _add_single_image_command(method: str, short_help: str, doc: str) -> None:
+    command = _single_image_command(method)
+    command.__doc__ = doc
+    command.__name__ = method
+    command = translate_errors(command)
+    command = render_options(command)
+    command = click.option("--out", "out_dir", type=click.Path(file_okay=False),
+                           help="Folder for the overlays (several images).")(command)
+    command = click.option("-o", "--output", type=click.Path(dir_okay=False),
+                           help=f"Output file (one image). [default: <stem>_{method}.jpg]")(command)
+    command = model_options(command)
+    command = click.argument("images", nargs=-1, required=True)(command)
+    main.command(name=method, short_help=short_help)(command)
+
+
+_add_single_image_command("cam", "CAM overlays (Zhou et al. 2016), one per image.", """CAM overlays (Zhou et al. 2016) for one or more images.
+
+    The map is the classifier's weights for the class applied to the last feature maps; it
+    needs a global-average-pooling -> Dense head (ResNet50, MobileNetV2, EfficientNetB0). For
+    other models use gradcam.
+    """)
+_add_single_image_command("gradcam", "Grad-CAM overlays (Selvaraju et al. 2017), one per image.", """Grad-CAM overlays (Selvaraju et al. 2017), one per image.
+
+    Channel weights are the spatial mean of the gradient of the class's pre-softmax logit;
+    works on any convolutional layer of any model (--layer).
+    """)
+
+
+@main.command(short_help="Explain a folder tree, glob or file list into --out, with a manifest.")
+@click.argument("inputs", nargs=-1, required=True)
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
+              help="Output folder; mirrors the input tree.")
+@click.option("--method", default="gradcam", show_default=True, type=click.Choice(METHOD_NAMES))
+@click.option("--pattern", "patterns", multiple=True, metavar="GLOB",
+              help="File names to take when walking folders, e.g. '*.png' (repeatable; "
+                   "case-insensitive). [default: common image extensions]")
+@click.option("--save-maps", is_flag=True, help="Also write each low-resolution map as .npy.")
+@click.option("--overwrite", is_flag=True, help="Redo inputs the manifest records as done.")
+@click.option("--top-k", default=5, show_default=True, type=click.IntRange(min=1),
+              help="Classes listed in each manifest record's 'top'.")
+@click.option("--workers", default=2, show_default=True, type=click.IntRange(min=1),
+              help="Threads decoding and writing images.")
+@model_options
+@render_options
+@translate_errors
+def batch(inputs, out_dir, method, patterns, save_maps, overwrite, top_k, workers, batch_size,
+          alpha, colormap, quality, **model_args):
+    """Explain every image under INPUT... (folders, quoted globs, files) into --out.
+
+    Writes OUT/<relative path>.jpg per input (extension replaced by .jpg) and one JSON line
+    per input in OUT/manifest.jsonl. Re-running the same command skips inputs already done.
+    Exit code: 0 all written, 1 some inputs failed (see the manifest), 2 usage error.
+    """
+    from camcli.batch import BatchOptions, run_batch
+    from camcli.inputs import check_inputs
+
+    check_inputs(inputs)  # a missing path is reported before the model loads
+    explainer = _explainer(method, **model_args)
+    options = BatchOptions(out_dir=out_dir, patterns=patterns or None, save_maps=save_maps,
+                           overwrite=overwrite, alpha=alpha, colormap=colormap, quality=quality,
+                           batch_size=batch_size, top_k=top_k, workers=workers)
+    summary = run_batch(inputs, explainer, options, _ProgressBar(quiet=_verbosity() < 0))
+    click.echo(
+        f"camcli: {summary.total} inputs: {summary.written} written, {summary.skipped} "
+        f"already done, {summary.failed} failed in {summary.seconds:.1f} s "
+        f"({summary.images_per_second:.1f} images/s). Overlays in {out_dir}/, "
+        f"records in {summary.manifest}" + (" (interrupted)" if summary.interrupted else ""),
+        err=True,
+    )
+    if summary.interrupted:
+        sys.exit(EXIT_INTERRUPTED)
+    sys.exit(1 if summary.failed else 0)
+
+
+class _ProgressBar:
+    """tqdm on stderr: count, ETA and images/s; errors printed above the bar."""
+
+    def __init__(self, quiet: bool):
+        self.quiet = quiet
+        self.bar = None
+
+    def start(self, total: int) -> None:
+        from tqdm import tqdm
+
+        self.bar = tqdm(total=total, unit="img", file=sys.stderr, disable=self.quiet,
+                        dynamic_ncols=True, desc="camcli")
+
+    def advance(self, result) -> None:
+        if result is not None and result.error:
+            message = f"Error: {result.item.path}: {result.error}"
+            if self.quiet:
+                click.echo(message, err=True)
+            else:
+                self.bar.write(message, file=sys.stderr)
+        self.bar.update(1)
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,58 @@
+"""camcli's exceptions. The library raises these; the CLI turns them into one-line messages.
+
+`UsageProblem` subclasses describe a request that cannot be served as asked (unknown model,
+layer or class, a GPU that is absent): the CLI exits with code 2 for them. Other
+`CamcliError`s are runtime failures (exit code 1). `ImageError` concerns one input only:
+batch runs record it and go on.
+"""
+
+from __future__ import annotations
+
+
+class CamcliError(Exception):
+    """Base class of every error camcli raises on purpose."""
+
+
+class UsageProblem(CamcliError):
+    """The request itself is wrong (exit code 2)."""
+
+
+class ImageError(CamcliError):
+    """One input image could not be read or decoded."""
+
+    def __init__(self, path: str, reason: str):
+        super().__init__(f"{path}: {reason}")
+        self.path = path
+        self.reason = reason
+
+
+class ModelError(CamcliError):
+    """A model could not be built, downloaded or loaded."""
+
+
+class UnknownModel(UsageProblem):
+    """The --model value is neither a built-in name nor an existing model file."""
+
+
+class LayerError(UsageProblem):
+    """The target layer does not exist or cannot be explained."""
+
+
+class CamNotApplicable(UsageProblem):
+    """CAM needs a global-average-pooling -> Dense head."""
+
+
+class ClassError(UsageProblem):
+    """A --class value names no class, or more than one."""
+
+
+class DeviceError(UsageProblem):
+    """The requested device is not available."""
+
+
+class InputNotFound(UsageProblem):
+    """An input path or glob matches nothing."""
+
+
+class OutputError(CamcliError):
+    """The output location cannot be written."""

@@ -1,0 +1,113 @@
+"""Reading photos: decode any common file into an upright 8-bit RGB array.
+
+Everything a real dataset contains goes through `load_rgb`: EXIF orientation is applied;
+grayscale, 16-bit, CMYK, palette and images with transparency become plain RGB; animated
+files give their first frame. Anything unreadable raises `ImageError` naming the reason.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import cv2
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from camcli.errors import ImageError
+
+#: Extensions `batch` picks up by default (compared case-insensitively).
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
+
+#: Refuse images above this many pixels (a decompression bomb guard; 2x Pillow's warning level).
+MAX_PIXELS = 2 * 89_478_485
+
+_BACKGROUND = (255, 255, 255)  # transparent pixels are shown on white, as a viewer would
+
+
+def load_rgb(path: str) -> np.ndarray:
+    """Decode an image file into an upright ``(height, width, 3)`` uint8 RGB array.
+
+    Raises:
+        ImageError: the file is missing, empty, not an image, truncated or too large.
+    """
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                _check_size(path, image)
+                image.load()
+                image = ImageOps.exif_transpose(image)
+                return _to_rgb(image)
+    except ImageError:
+        raise
+    except FileNotFoundError:
+        raise ImageError(path, "file not found") from None
+    except IsADirectoryError:
+        raise ImageError(path, "is a directory") from None
+    except PermissionError:
+        raise ImageError(path, "permission denied") from None
+    except UnidentifiedImageError:
+        reason = "empty file" if _is_empty(path) else "not a recognised image format"
+        raise ImageError(path, reason) from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ImageError(path, f"image too large ({exc})") from None
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        # Pillow reports truncated or corrupt data as OSError ("image file is truncated",
+        # "broken data stream") and malformed headers as SyntaxError or ValueError.
+        raise ImageError(path, f"corrupt image data ({exc})") from None
+
+
+def _is_empty(path: str) -> bool:
+    try:
+        with open(path, "rb") as f:
+            return not f.read(1)
+    except OSError:
+        return False
+
+
+def _check_size(path: str, image: Image.Image) -> None:
+    width, height = image.size
+    if width < 1 or height < 1:
+        raise ImageError(path, f"image has no pixels ({width}x{height})")
+    if width * height > MAX_PIXELS:
+        raise ImageError(
+            path, f"image too large ({width}x{height} pixels, limit {MAX_PIXELS:,} pixels)"
+        )
+
+
+def _to_rgb(image: Image.Image) -> np.ndarray:
+    mode = image.mode
+    if mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):
+        # 16-bit (and 32-bit integer) grayscale: keep the full range instead of clipping.
+        gray = np.asarray(image, dtype=np.float64)
+        top = 65535.0 if gray.max(initial=0) > 255 or mode.startswith("I;16") else 255.0
+        gray8 = np.clip(np.rint(gray * (255.0 / top)), 0, 255).astype(np.uint8)
+        return np.ascontiguousarray(np.repeat(gray8[:, :, None], 3, axis=2))
+    if mode == "F":
+        gray = np.asarray(image, dtype=np.float64)
+        lo, hi = float(gray.min(initial=0)), float(gray.max(initial=0))
+        scale = 255.0 / (hi - lo) if hi > lo else 0.0
+        gray8 = np.clip(np.rint((gray - lo) * scale), 0, 255).astype(np.uint8)
+        return np.ascontiguousarray(np.repeat(gray8[:, :, None], 3, axis=2))
+    if mode == "P" and "transparency" in image.info:
+        image = image.convert("RGBA")
+        mode = "RGBA"
+    if mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, _BACKGROUND + (255,))
+        return np.asarray(Image.alpha_composite(background, rgba).convert("RGB"))
+    if mode != "RGB":
+        image = image.convert("RGB")
+    return np.asarray(image)
+
+
+def resize_for_model(rgb: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Resize an RGB image to the model's ``(height, width)``; returns float32 in [0, 255].
+
+    Shrinking uses area averaging (no aliasing); enlarging uses bilinear interpolation.
+    """
+    height, width = size
+    shrinking = rgb.shape[0] > height or rgb.shape[1] > width
+    interpolation = cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR
+    resized = cv2.resize(rgb, (width, height), interpolation=interpolation)
+    return resized.astype(np.float32)

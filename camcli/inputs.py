@@ -1,0 +1,155 @@
+"""Finding the images to process: files, folders (walked lazily) and quoted globs.
+
+Every input gets a *relative path* under one common base folder, so a batch run can mirror
+the input tree in its output folder. For a single folder the base is the folder itself.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import glob
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+from camcli.errors import InputNotFound
+from camcli.images import IMAGE_EXTENSIONS
+
+_GLOB_CHARS = "*?["
+
+
+@dataclass(frozen=True)
+class InputItem:
+    """One image to process.
+
+    Attributes:
+        path: the path as found (the user's spelling joined with the walked names).
+        relative: its path relative to the run's base folder, with '/' separators.
+    """
+
+    path: str
+    relative: str
+
+
+def _is_glob(arg: str) -> bool:
+    return any(c in arg for c in _GLOB_CHARS) and not os.path.lexists(arg)
+
+
+def _glob_root(pattern: str) -> str:
+    parts = []
+    for part in pattern.split(os.sep):
+        if any(c in part for c in _GLOB_CHARS):
+            break
+        parts.append(part)
+    root = os.sep.join(parts)
+    return root or os.curdir
+
+
+def check_inputs(args: Sequence[str]) -> None:
+    """Raise `InputNotFound` for the first argument that names nothing."""
+    if not args:
+        raise InputNotFound("no input given")
+    for arg in args:
+        if _is_glob(arg):
+            if not glob.glob(arg, recursive=True):
+                raise InputNotFound(f"no file matches {arg!r}")
+        elif not os.path.lexists(arg):
+            raise InputNotFound(f"{arg}: no such file or directory")
+
+
+def base_folder(args: Sequence[str]) -> str:
+    """The folder all inputs are relative to (absolute path)."""
+    roots = []
+    for arg in args:
+        if _is_glob(arg):
+            roots.append(os.path.abspath(_glob_root(arg)))
+        elif os.path.isdir(arg):
+            roots.append(os.path.abspath(arg))
+        else:
+            roots.append(os.path.dirname(os.path.abspath(arg)))
+    return os.path.commonpath(roots) if roots else os.path.abspath(os.curdir)
+
+
+class _NameFilter:
+    def __init__(self, patterns: Sequence[str] | None):
+        self.patterns = [p.lower() for p in patterns] if patterns else None
+
+    def __call__(self, name: str) -> bool:
+        lowered = name.lower()
+        if self.patterns is None:
+            return lowered.endswith(IMAGE_EXTENSIONS)
+        return any(fnmatch.fnmatchcase(lowered, p) for p in self.patterns)
+
+
+def discover(args: Sequence[str], patterns: Sequence[str] | None = None,
+             exclude: str | None = None) -> Iterator[InputItem]:
+    """Yield the images named by ``args`` lazily, in a deterministic (sorted) order.
+
+    Files named explicitly are always taken; files found by walking a folder or expanding
+    a glob are kept when their name matches one of ``patterns`` (shell-style, compared
+    case-insensitively; default: common image extensions). Symlinked folders are followed
+    once: a symlink loop is detected and not walked again.
+
+    Raises:
+        InputNotFound: an argument names no file, folder or glob match (checked up front).
+    """
+    check_inputs(args)
+    base = base_folder(args)
+    keep = _NameFilter(patterns)
+    skip = _Excluded(exclude)
+
+    def item(path: str) -> InputItem:
+        relative = os.path.relpath(os.path.abspath(path), base)
+        return InputItem(path=path, relative=relative.replace(os.sep, "/"))
+
+    for arg in args:
+        if _is_glob(arg):
+            for path in sorted(glob.glob(arg, recursive=True)):
+                if os.path.isdir(path) or skip.file(path):
+                    continue
+                if keep(os.path.basename(path)):
+                    yield item(path)
+        elif os.path.isdir(arg):
+            for path in _walk(arg, keep, skip):
+                yield item(path)
+        else:
+            yield item(arg)
+
+
+class _Excluded:
+    def __init__(self, folder: str | None):
+        self.folder = os.path.realpath(folder) if folder else None
+
+    def is_folder(self, path: str) -> bool:
+        return self.folder is not None and os.path.realpath(path) == self.folder
+
+    def file(self, path: str) -> bool:
+        if self.folder is None:
+            return False
+        return os.path.realpath(path).startswith(self.folder + os.sep)
+
+
+def _walk(top: str, keep: _NameFilter, skip: _Excluded) -> Iterator[str]:
+    visited: set[tuple[int, int]] = set()
+
+    def first_visit(folder: str) -> bool:
+        try:
+            st = os.stat(folder)
+        except OSError:
+            return False
+        key = (st.st_dev, st.st_ino)
+        if key in visited:
+            return False
+        visited.add(key)
+        return True
+
+    if not first_visit(top):
+        return
+    for folder, dirnames, filenames in os.walk(top, followlinks=True):
+        dirnames[:] = sorted(
+            d for d in dirnames
+            if not skip.is_folder(os.path.join(folder, d)) and first_visit(os.path.join(folder, d))
+        )
+        for name in sorted(filenames):
+            if keep(name):
+                yield os.path.join(folder, name)

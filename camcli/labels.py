@@ -1,0 +1,102 @@
+"""Class names: the ImageNet-1k names shipped with camcli, or a user's labels file.
+
+Keras' `decode_predictions` downloads the ImageNet class index at run time, which fails
+offline; camcli ships the same file (``camcli/data/imagenet_class_index.json``).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from functools import lru_cache
+from importlib import resources
+
+from camcli.errors import ClassError, UsageProblem
+
+
+@dataclass(frozen=True)
+class Labels:
+    """Names of a model's classes, indexable by class index.
+
+    Attributes:
+        names: one display name per class.
+        ids: optional stable identifiers (ImageNet WordNet ids), same length as names.
+    """
+
+    names: tuple[str, ...]
+    ids: tuple[str, ...] | None = None
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def name(self, index: int) -> str:
+        """The name of class ``index`` (``class_<index>`` beyond the list)."""
+        return self.names[index] if 0 <= index < len(self.names) else f"class_{index}"
+
+    def resolve(self, spec: str | int, num_classes: int) -> int:
+        """Turn a --class value (index, WordNet id or name) into a class index.
+
+        Names are compared case-insensitively, with spaces, dashes and underscores equal.
+
+        Raises:
+            ClassError: out of range, unknown or ambiguous (e.g. ImageNet's two "crane"s).
+        """
+        text = str(spec).strip()
+        if re.fullmatch(r"\d+", text):
+            index = int(text)
+            if index >= num_classes:
+                raise ClassError(
+                    f"class index {index} is out of range: the model has {num_classes} classes "
+                    f"(0-{num_classes - 1})"
+                )
+            return index
+        if self.ids and text in self.ids:
+            return self.ids.index(text)
+        key = _normalise(text)
+        matches = [i for i, n in enumerate(self.names) if _normalise(n) == key]
+        if len(matches) == 1 and matches[0] < num_classes:
+            return matches[0]
+        if len(matches) > 1:
+            spelled = ", ".join(
+                f"{i}" + (f" ({self.ids[i]})" if self.ids else "") for i in matches
+            )
+            raise ClassError(
+                f"class name {text!r} is ambiguous: it names classes {spelled}; "
+                "give the index instead"
+            )
+        raise ClassError(f"unknown class {text!r}: give a class index (0-{num_classes - 1}) "
+                         "or a name from the model's labels")
+
+
+def _normalise(name: str) -> str:
+    return re.sub(r"[\s_\-]+", " ", name.strip().lower())
+
+
+@lru_cache(maxsize=1)
+def imagenet() -> Labels:
+    """The 1000 ImageNet-1k classes, in Keras' order and spelling."""
+    text = resources.files("camcli").joinpath("data/imagenet_class_index.json").read_text()
+    index = json.loads(text)
+    rows = [index[str(i)] for i in range(len(index))]
+    return Labels(names=tuple(r[1] for r in rows), ids=tuple(r[0] for r in rows))
+
+
+def from_file(path: str) -> Labels:
+    """Read a labels file: one class name per line, in class-index order; blank lines kept
+    out at the end only."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            lines = [line.rstrip("\r\n") for line in f]
+    except OSError as exc:
+        raise UsageProblem(f"cannot read labels file {path}: {exc.strerror or exc}") from None
+    while lines and not lines[-1].strip():
+        lines.pop()
+    if not lines:
+        raise UsageProblem(f"labels file {path} is empty")
+    return Labels(names=tuple(line.strip() for line in lines))
+
+
+def generic(num_classes: int) -> Labels:
+    """Placeholder names ``class_0`` ... for a model without labels."""
+    return Labels(names=tuple(f"class_{i}" for i in range(num_classes)))

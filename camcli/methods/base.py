@@ -1,0 +1,165 @@
+"""The shared machinery of every class-activation-map method.
+
+A method turns a batch of preprocessed images into, per image: the class probabilities,
+the explained class, and a low-resolution map. The base class runs the single forward pass
+(under a gradient tape when the method needs gradients), picks the class, forms the
+weighted sum of feature maps, applies ReLU and normalises each map to [0, 1]. A method
+only supplies its weights: one per channel ``(n, c)`` or one per element ``(n, h, w, c)``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+import numpy as np
+
+from camcli.backend import tensorflow
+from camcli.models.graph import ExplainGraph
+
+
+@dataclass
+class Explanation:
+    """Per-batch results (NumPy arrays, first axis = image).
+
+    Attributes:
+        probabilities: ``(n, classes)`` class probabilities (or raw outputs, see
+            `ExplainGraph.output_kind`).
+        class_index: ``(n,)`` the explained class of each image.
+        raw_maps: ``(n, h, w)`` the weighted sums before ReLU and normalisation (None when
+            only predicting).
+        maps: ``(n, h, w)`` float32 maps in [0, 1]; an image with no positive evidence has
+            an all-zero map.
+    """
+
+    probabilities: np.ndarray
+    class_index: np.ndarray
+    raw_maps: np.ndarray | None = None
+    maps: np.ndarray | None = None
+
+
+#: A requested class of -1 means "the top-1 prediction" (the default).
+TOP1 = -1
+
+
+class BaseCAM:
+    """Base of every method; subclasses override `weights` (and maybe `check`).
+
+    Args:
+        graph: the model split open at the target layer (`camcli.models.graph.build`).
+    """
+
+    name: ClassVar[str] = ""
+    paper: ClassVar[str] = ""
+    needs_gradients: ClassVar[bool] = False
+
+    def __init__(self, graph: ExplainGraph):
+        self.graph = graph
+        self.check()
+        self._step = None
+
+    def check(self) -> None:
+        """Raise a `UsageProblem` when the method cannot explain this model."""
+
+    def weights(self, features, gradients, class_index):
+        """Return ``(n, c)`` channel weights or ``(n, h, w, c)`` element weights (tensors).
+
+        Args:
+            features: ``(n, h, w, c)`` target-layer activations.
+            gradients: d(class score)/d(features), same shape; None unless
+                `needs_gradients`.
+            class_index: ``(n,)`` int32, the class explained for each image.
+        """
+        raise NotImplementedError
+
+    # -- shared work ------------------------------------------------------------------
+
+    def _explain(self, x, requested):
+        tf = tensorflow()
+        if self.needs_gradients:
+            with tf.GradientTape() as tape:
+                features, probabilities, class_index, score = forward(self.graph, x, requested)
+            # Images in a batch are independent at inference, so the gradient of the summed
+            # scores holds each image's own d(score)/d(features).
+            gradients = tf.cast(tape.gradient(score, features), tf.float32)
+        else:
+            features, probabilities, class_index, _ = forward(self.graph, x, requested)
+            gradients = None
+        features = tf.cast(features, tf.float32)
+        weights = self.weights(features, gradients, class_index)
+        if weights.shape.rank == 2:
+            raw = tf.einsum("nhwc,nc->nhw", features, weights)
+        else:
+            raw = tf.reduce_sum(features * weights, axis=-1)
+        return probabilities, class_index, raw, normalise(raw)
+
+    def __call__(self, batch: np.ndarray, class_index: int | np.ndarray = TOP1) -> Explanation:
+        """Explain a preprocessed float32 batch ``(n, height, width, 3)``.
+
+        Args:
+            class_index: the class to explain, one for all images or one per image;
+                `TOP1` (-1) explains each image's top-1 prediction.
+        """
+        if self._step is None:
+            self._step = _compile(self._explain, batch)
+        probabilities, chosen, raw, maps = self._step(batch, _requested(class_index, batch))
+        return Explanation(probabilities.numpy(), chosen.numpy(), raw.numpy(), maps.numpy())
+
+
+def forward(graph: ExplainGraph, x, requested):
+    """The one forward pass: features, probabilities, explained class and its score.
+
+    The score is the logit of the explained class (pre-softmax where the model has one).
+    """
+    tf = tensorflow()
+    features, logits = graph.model(x, training=False)
+    logits = tf.cast(logits, tf.float32)
+    if graph.output_kind == "softmax":
+        probabilities = tf.nn.softmax(logits, axis=-1)
+    elif graph.output_kind == "sigmoid":
+        probabilities = tf.sigmoid(logits)
+    else:
+        probabilities = logits
+    top1 = tf.argmax(probabilities, axis=-1, output_type=tf.int32)
+    class_index = tf.where(requested >= 0, requested, top1)
+    score = tf.gather(logits, class_index, batch_dims=1)
+    return features, probabilities, class_index, score
+
+
+def _compile(fn, batch: np.ndarray):
+    # One trace for every batch size (the last batch of a run is usually smaller).
+    tf = tensorflow()
+    image_spec = tf.TensorSpec((None,) + tuple(batch.shape[1:]), tf.float32)
+    return tf.function(fn, input_signature=[image_spec, tf.TensorSpec((None,), tf.int32)],
+                       autograph=False)
+
+
+def _requested(class_index: int | np.ndarray, batch: np.ndarray):
+    requested = np.broadcast_to(np.asarray(class_index, np.int32), (len(batch),))
+    return tensorflow().constant(requested)
+
+
+def normalise(raw):
+    """ReLU, then divide each map by its maximum; a map with no positive value stays zero."""
+    tf = tensorflow()
+    positive = tf.nn.relu(raw)
+    peak = tf.reduce_max(positive, axis=[1, 2], keepdims=True)
+    return tf.math.divide_no_nan(positive, peak)
+
+
+class Predictor:
+    """Probabilities and top-1 only (``camcli predict``): the same forward pass, no map."""
+
+    def __init__(self, graph: ExplainGraph):
+        self.graph = graph
+        self._step = None
+
+    def _predict(self, x, requested):
+        _, probabilities, class_index, _ = forward(self.graph, x, requested)
+        return probabilities, class_index
+
+    def __call__(self, batch: np.ndarray, class_index: int | np.ndarray = TOP1) -> Explanation:
+        if self._step is None:
+            self._step = _compile(self._predict, batch)
+        probabilities, chosen = self._step(batch, _requested(class_index, batch))
+        return Explanation(probabilities.numpy(), chosen.numpy())

@@ -1,0 +1,202 @@
+"""Models: the registry of built-in models and the loader for model files.
+
+A built-in model is a `ModelSpec` (builder, input size, preprocessing, default target
+layer, labels). A user's ``.keras`` / ``.h5`` file goes through the same interface: both
+end as a `LoadedModel`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from camcli import labels as labels_mod
+from camcli.backend import tensorflow
+from camcli.errors import ModelError, UnknownModel, UsageProblem
+from camcli.models.preprocess import PREPROCESSORS
+
+log = logging.getLogger("camcli")
+
+MODEL_FILE_SUFFIXES = (".keras", ".h5", ".hdf5")
+DEFAULT_INPUT_SIZE = (224, 224)
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A built-in model.
+
+    Attributes:
+        name: the --model name.
+        build: ``build(weights)`` returns the Keras model; ``weights`` is "imagenet" or None.
+        input_size: (height, width) the images are resized to.
+        preprocess: a key of `camcli.models.preprocess.PREPROCESSORS`.
+        target_layer: the layer explained by default.
+        description: one line for ``camcli models``.
+    """
+
+    name: str
+    build: Callable[[str | None], Any]
+    input_size: tuple[int, int]
+    preprocess: str
+    target_layer: str
+    description: str
+
+
+def _applications(constructor: str) -> Callable[[str | None], Any]:
+    def build(weights: str | None):
+        import keras
+
+        return getattr(keras.applications, constructor)(weights=weights)
+
+    return build
+
+
+BUILTIN: dict[str, ModelSpec] = {
+    spec.name: spec
+    for spec in (
+        ModelSpec("resnet50", _applications("ResNet50"), (224, 224), "caffe",
+                  "conv5_block3_out", "ResNet-50 (He et al. 2015), keras.applications"),
+        ModelSpec("vgg16", _applications("VGG16"), (224, 224), "caffe",
+                  "block5_conv3", "VGG-16 (Simonyan & Zisserman 2014), keras.applications"),
+        ModelSpec("mobilenet_v2", _applications("MobileNetV2"), (224, 224), "tf",
+                  "out_relu", "MobileNetV2 (Sandler et al. 2018), keras.applications"),
+        ModelSpec("efficientnetb0", _applications("EfficientNetB0"), (224, 224), "none",
+                  "top_activation", "EfficientNet-B0 (Tan & Le 2019), keras.applications"),
+    )
+}
+
+DEFAULT_MODEL = "resnet50"
+
+
+@dataclass
+class LoadedModel:
+    """A Keras model with what camcli needs to feed and read it.
+
+    Attributes:
+        name: the built-in name, or the model file's path.
+        model: the Keras model.
+        input_size: (height, width) images are resized to.
+        preprocess: preprocessing mode applied after resizing.
+        labels: class names.
+        default_layer: the layer explained when --layer is not given (None: automatic).
+    """
+
+    name: str
+    model: Any
+    input_size: tuple[int, int]
+    preprocess: str
+    labels: labels_mod.Labels
+    default_layer: str | None = None
+
+
+def load(
+    name: str = DEFAULT_MODEL,
+    weights: str | None = "imagenet",
+    preprocess: str | None = None,
+    labels_file: str | None = None,
+) -> LoadedModel:
+    """Load a built-in model by name or a ``.keras`` / ``.h5`` model file.
+
+    Args:
+        name: a key of `BUILTIN` or a path to a model file.
+        weights: for built-ins: ``"imagenet"`` (downloaded once by Keras), ``None`` /
+            ``"none"`` (random, for tests), or a Keras weights file.
+        preprocess: override the preprocessing (required knowledge for model files;
+            default for files: ``none``).
+        labels_file: one class name per line; default: ImageNet names for 1000-class
+            models, else ``class_<i>``.
+
+    Raises:
+        UnknownModel: neither a built-in name nor an existing model file.
+        ModelError: the weights could not be downloaded or the file could not be loaded.
+    """
+    if preprocess is not None and preprocess not in PREPROCESSORS:
+        raise UsageProblem(
+            f"unknown preprocessing {preprocess!r}: choose from {', '.join(PREPROCESSORS)}"
+        )
+    tensorflow()
+    if name in BUILTIN:
+        loaded = _load_builtin(BUILTIN[name], weights)
+    elif os.path.isfile(name):
+        if weights not in (None, "imagenet", "none"):
+            raise UsageProblem("--weights applies to built-in models; a model file has its own")
+        loaded = _load_file(name)
+    elif name.lower().endswith(MODEL_FILE_SUFFIXES) or os.sep in name:
+        raise UnknownModel(f"model file not found: {name}")
+    else:
+        raise UnknownModel(
+            f"unknown model {name!r}: use a built-in name ({', '.join(BUILTIN)}) "
+            "or the path of a .keras / .h5 file"
+        )
+    if preprocess is not None:
+        loaded.preprocess = preprocess
+    num_classes = int(loaded.model.outputs[0].shape[-1])
+    if labels_file:
+        loaded.labels = labels_mod.from_file(labels_file)
+        if len(loaded.labels) != num_classes:
+            log.warning("labels file %s has %d names for a model with %d classes",
+                        labels_file, len(loaded.labels), num_classes)
+    elif num_classes == 1000:
+        loaded.labels = labels_mod.imagenet()
+    else:
+        loaded.labels = labels_mod.generic(num_classes)
+    return loaded
+
+
+def _load_builtin(spec: ModelSpec, weights: str | None) -> LoadedModel:
+    weights_file = None
+    if weights in (None, "none"):
+        log.warning("model %s: random weights (--weights none): the heatmaps mean nothing",
+                    spec.name)
+        keras_weights = None
+    elif weights == "imagenet":
+        keras_weights = "imagenet"
+    else:
+        weights_file, keras_weights = weights, None
+        if not os.path.isfile(weights_file):
+            raise UsageProblem(f"weights file not found: {weights_file}")
+    try:
+        # Keras reports downloads on stdout; camcli's stdout is for results only.
+        with contextlib.redirect_stdout(sys.stderr):
+            model = spec.build(keras_weights)
+    except Exception as exc:  # Keras raises a bare Exception on a failed download
+        download = "fetch failure" in str(exc) or isinstance(exc, OSError)
+        if keras_weights == "imagenet" and download:
+            raise ModelError(
+                f"could not download the ImageNet weights of {spec.name} ({exc}). Keras "
+                "downloads them once into ~/.keras/models, which needs internet; offline, "
+                "copy them there, or pass --weights FILE"
+            ) from None
+        raise ModelError(f"could not build {spec.name}: {exc}") from exc
+    if weights_file:
+        try:
+            model.load_weights(weights_file)
+        except Exception as exc:
+            raise ModelError(f"cannot load weights file {weights_file} into {spec.name}: {exc}") \
+                from None
+    return LoadedModel(spec.name, model, spec.input_size, spec.preprocess,
+                       labels_mod.generic(0), spec.target_layer)
+
+
+def _load_file(path: str) -> LoadedModel:
+    import keras
+
+    try:
+        model = keras.saving.load_model(path, compile=False, safe_mode=True)
+    except Exception as exc:
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelError(f"cannot load model file {path}: {first_line}") from None
+    if not getattr(model, "inputs", None):
+        raise ModelError(f"model file {path} holds a model without a defined input shape")
+    shape = tuple(model.inputs[0].shape)
+    if len(shape) != 4 or shape[-1] not in (3, None):
+        raise ModelError(f"model file {path}: expected an image input (batch, height, width, "
+                         f"3), got {shape}")
+    height, width = shape[1], shape[2]
+    input_size = (height, width) if height and width else DEFAULT_INPUT_SIZE
+    return LoadedModel(path, model, input_size, "none", labels_mod.generic(0), None)

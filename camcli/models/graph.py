@@ -1,0 +1,275 @@
+"""One Keras model that returns both the target layer's feature maps and the logits.
+
+Keras 3 cannot build ``Model(model.inputs, [inner_layer.output, model.output])`` when the
+layer sits inside a nested backbone (``Sequential([ResNet50(include_top=False), ...])``):
+the inner layer's output belongs to the backbone's own graph. So camcli *replays* the
+model on a fresh input, layer by layer, descending into every nested Sequential or
+Functional model (the same graph walk ``keras.models.clone_model`` does, but keeping the
+original layers and weights). Every leaf layer's output is then a tensor of one flat
+graph, from which any layer can be taken as the target.
+
+The replay also peels the classifier's softmax (or sigmoid) off, so Grad-CAM can use the
+pre-softmax logit, and checks whether the head after the target layer is
+global-average-pooling -> Dense, which CAM requires.
+"""
+
+from __future__ import annotations
+
+import difflib
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+from camcli.backend import tensorflow
+from camcli.errors import LayerError
+
+log = logging.getLogger("camcli")
+
+#: Layers that change nothing at inference time (CAM's head may contain them).
+_INFERENCE_IDENTITY = (
+    "Dropout",
+    "SpatialDropout1D",
+    "SpatialDropout2D",
+    "SpatialDropout3D",
+    "GaussianDropout",
+    "GaussianNoise",
+    "AlphaDropout",
+    "ActivityRegularization",
+    "Identity",
+)
+
+OUTPUT_KINDS = ("softmax", "sigmoid", "raw")
+
+
+@dataclass
+class _Call:
+    layer: Any
+    path: str
+    inputs: list
+    output: Any
+
+
+@dataclass
+class ExplainGraph:
+    """A model's forward pass split open at the target layer.
+
+    Attributes:
+        model: Keras model ``x -> [features, logits]``; features are ``(n, h, w, c)``.
+        layer: path of the target layer, '/'-separated through nested models.
+        output_kind: how probabilities follow from ``logits``: ``softmax``, ``sigmoid`` or
+            ``raw`` (the model's output is used as it is, for probability and score).
+        num_classes: width of the model's output.
+        cam_kernel: the Dense kernel ``(c, num_classes)`` when the head after the target
+            layer is global-average-pooling -> Dense, else None.
+        cam_problem: why CAM does not apply (None when it does).
+    """
+
+    model: Any
+    layer: str
+    output_kind: str
+    num_classes: int
+    cam_kernel: Any = None
+    cam_problem: str | None = None
+    layer_paths: list[str] = field(default_factory=list)
+
+
+def _is_sequential(layer) -> bool:
+    import keras
+
+    return isinstance(layer, keras.Sequential)
+
+
+def _is_functional(layer) -> bool:
+    # keras.src.models.functional.Functional is private; test for what the replay needs.
+    import keras
+
+    return isinstance(layer, keras.Model) and hasattr(layer, "_run_through_graph") and hasattr(
+        layer, "_nodes_by_depth"
+    )
+
+
+class _Replay:
+    """Re-runs a model symbolically, flattening nested models and recording every call."""
+
+    def __init__(self):
+        self.calls: list[_Call] = []
+
+    def run(self, model, inputs, prefix: str = ""):
+        if _is_sequential(model):
+            x = inputs
+            for layer in model.layers:
+                x = self.call(layer, prefix, x)
+            return x
+        if _is_functional(model):
+            return model._run_through_graph(
+                inputs,
+                operation_fn=lambda op: op,
+                call_fn=lambda op, *args, **kwargs: self.call(op, prefix, *args, **kwargs),
+            )
+        raise LayerError(
+            f"cannot look inside {type(model).__name__} {model.name!r}: camcli explains "
+            "Functional and Sequential Keras models (subclassed models have no graph)"
+        )
+
+    def call(self, layer, prefix: str, *args, **kwargs):
+        path = prefix + layer.name
+        if _is_sequential(layer) or _is_functional(layer):
+            inputs = args[0] if len(args) == 1 else list(args)
+            return self.run(layer, inputs, path + "/")
+        output = layer(*args, **kwargs)
+        import keras
+
+        flat_inputs = [
+            t for t in keras.tree.flatten((args, kwargs)) if isinstance(t, keras.KerasTensor)
+        ]
+        self.calls.append(_Call(layer, path, flat_inputs, output))
+        return output
+
+
+def _spatial(call: _Call) -> bool:
+    shape = getattr(call.output, "shape", None)
+    if shape is None or len(shape) != 4:
+        return False
+    return all(d is None or d > 1 for d in shape[1:3])
+
+
+def _find_layer(calls: list[_Call], name: str) -> _Call:
+    exact = [c for c in calls if c.path == name]
+    if not exact:
+        exact = [c for c in calls if c.layer.name == name]
+    paths = {c.path for c in exact}
+    if len(paths) > 1:
+        raise LayerError(
+            f"layer name {name!r} is ambiguous: {', '.join(sorted(paths))}; give the full path"
+        )
+    if not exact:
+        names = [c.path for c in calls] + [c.layer.name for c in calls]
+        close = difflib.get_close_matches(name, names, n=3)
+        hint = f"; did you mean {', '.join(close)}?" if close else ""
+        raise LayerError(f"no layer named {name!r} in the model{hint}")
+    chosen = exact[-1]
+    shape = tuple(chosen.output.shape) if hasattr(chosen.output, "shape") else None
+    if shape is None or len(shape) != 4:
+        raise LayerError(
+            f"layer {chosen.path!r} has output shape {shape}: a class activation map needs a "
+            "4-D (batch, height, width, channels) feature map"
+        )
+    return chosen
+
+
+def _activation_name(layer) -> str:
+    import keras
+
+    if isinstance(layer, keras.layers.Softmax):
+        return "softmax"
+    activation = getattr(layer, "activation", None)
+    return getattr(activation, "__name__", "") if activation is not None else ""
+
+
+def _peel_output(calls: list[_Call], output):
+    """Return (logits, kind): the pre-activation tensor and how to map it to probabilities."""
+    import keras
+
+    producer = next((c for c in reversed(calls) if c.output is output), None)
+    if producer is None:
+        return output, "raw"
+    layer = producer.layer
+    kind = _activation_name(layer)
+    if kind not in ("softmax", "sigmoid"):
+        return output, "raw"
+    if isinstance(layer, (keras.layers.Activation, keras.layers.Softmax)):
+        return producer.inputs[0], kind
+    if isinstance(layer, keras.layers.Dense) and not getattr(layer, "quantization_mode", None):
+        logits = keras.ops.matmul(producer.inputs[0], layer.kernel)
+        if layer.use_bias:
+            logits = logits + layer.bias
+        return logits, kind
+    return output, "raw"
+
+
+def _consumers(calls: list[_Call], tensor) -> list[_Call]:
+    return [c for c in calls if any(t is tensor for t in c.inputs)]
+
+
+def _cam_head(calls: list[_Call], features, output) -> tuple[Any, str | None]:
+    """Check that features -> GAP -> Dense -> (activation) -> output; return the kernel."""
+    import keras
+
+    tensor, pooled, dense = features, False, None
+    while tensor is not output or dense is None:
+        consumers = _consumers(calls, tensor)
+        if len(consumers) != 1:
+            where = "is not used" if not consumers else "feeds several layers"
+            return None, f"the target layer's output {where} before the classifier"
+        call = consumers[0]
+        layer, kind = call.layer, type(call.layer).__name__
+        if kind in _INFERENCE_IDENTITY:
+            pass
+        elif not pooled:
+            if not isinstance(layer, keras.layers.GlobalAveragePooling2D):
+                feeds = f"the target layer feeds {layer.name} ({kind})"
+                return None, f"{feeds}, not global average pooling"
+            pooled = True
+        elif dense is None:
+            if isinstance(layer, (keras.layers.Flatten, keras.layers.Reshape)):
+                pass  # GlobalAveragePooling2D(keepdims=True) followed by a flatten
+            elif isinstance(layer, keras.layers.Dense):
+                dense = layer
+            else:
+                return None, f"{layer.name} ({kind}) stands between the pooling and the classifier"
+        elif not (isinstance(layer, (keras.layers.Activation, keras.layers.Softmax))):
+            return None, f"{layer.name} ({kind}) follows the classifier's Dense layer"
+        tensor = call.output
+        if tensor is output and dense is None:
+            return None, "the model's output is not a Dense layer after the pooling"
+    return dense.kernel, None
+
+
+def build(model, layer: str | None = None, source: str = "--layer") -> ExplainGraph:
+    """Split ``model`` open at ``layer`` (a name or nested path; None: found automatically).
+
+    ``source`` says where ``layer`` came from, for the log line.
+
+    The automatic choice is the last layer whose output is a 4-D map with height and width
+    above 1, searched through nested backbones too.
+
+    Raises:
+        LayerError: no such layer, an unsuitable one, or a model camcli cannot traverse.
+    """
+    import keras
+
+    tensorflow()
+    if not model.inputs:
+        raise LayerError(f"model {model.name!r} is not built: it has no defined input")
+    original_input = model.inputs[0]
+    fresh = keras.Input(batch_shape=tuple(original_input.shape), dtype=original_input.dtype,
+                        name="camcli_input")
+    replay = _Replay()
+    output = replay.run(model, fresh if len(model.inputs) == 1 else [fresh])
+    output = keras.tree.flatten(output)[0]
+
+    if layer:
+        chosen = _find_layer(replay.calls, layer)
+        log.info("target layer: %s (%s)", chosen.path, source)
+    else:
+        candidates = [c for c in replay.calls if _spatial(c)]
+        if not candidates:
+            raise LayerError(
+                "no layer with a spatial 4-D output (height and width > 1) in the model: "
+                "nothing to build a class activation map from"
+            )
+        chosen = candidates[-1]
+        log.info("target layer: %s (last spatial feature map, found automatically)", chosen.path)
+
+    logits, kind = _peel_output(replay.calls, output)
+    kernel, problem = _cam_head(replay.calls, chosen.output, output)
+    explain_model = keras.Model(fresh, [chosen.output, logits], name=f"{model.name}_explain")
+    return ExplainGraph(
+        model=explain_model,
+        layer=chosen.path,
+        output_kind=kind,
+        num_classes=int(output.shape[-1]),
+        cam_kernel=kernel,
+        cam_problem=problem,
+        layer_paths=[c.path for c in replay.calls],
+    )

@@ -1,0 +1,176 @@
+"""The shared pipeline: images in, one forward pass per batch, per-image results out.
+
+    discover -> decode (worker threads) -> resize + preprocess -> batch
+             -> forward pass giving feature maps and predictions -> maps -> results
+
+Every command uses it: ``predict`` reads the probabilities, ``cam`` / ``gradcam`` write one
+overlay per image, ``batch`` adds output mirroring, a manifest and resume (`camcli.batch`).
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from collections import deque
+from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+
+from camcli.errors import ImageError
+from camcli.images import load_rgb, resize_for_model
+from camcli.inputs import InputItem
+from camcli.methods import METHODS, TOP1, Explanation, Predictor
+from camcli.models import LoadedModel, graph
+from camcli.models.preprocess import preprocess
+
+log = logging.getLogger("camcli")
+
+
+class Explainer:
+    """A loaded model, split at its target layer, with a method (or prediction only).
+
+    Args:
+        loaded: from `camcli.models.load`.
+        method: a key of `camcli.methods.METHODS`, or None to predict only.
+        layer: target layer name or path (default: the model's registered layer, else
+            found automatically).
+        class_spec: the class to explain for every image (index, WordNet id or name);
+            None explains each image's top-1 prediction.
+
+    Raises:
+        LayerError, CamNotApplicable, ClassError: the request does not fit the model.
+    """
+
+    def __init__(self, loaded: LoadedModel, method: str | None = "gradcam",
+                 layer: str | None = None, class_spec: str | int | None = None):
+        self.loaded = loaded
+        self.method_name = method
+        source = "--layer" if layer else f"the registered layer of {loaded.name}"
+        self.graph = graph.build(loaded.model, layer or loaded.default_layer, source)
+        self.method = METHODS[method](self.graph) if method else Predictor(self.graph)
+        self.class_index = (
+            TOP1 if class_spec is None
+            else loaded.labels.resolve(class_spec, self.graph.num_classes)
+        )
+
+    @property
+    def layer(self) -> str:
+        return self.graph.layer
+
+    def __call__(self, resized: np.ndarray) -> Explanation:
+        """Explain a float32 RGB batch already resized to the model's input size."""
+        return self.method(preprocess(self.loaded.preprocess, resized), self.class_index)
+
+
+@dataclass
+class ImageResult:
+    """What the pipeline found for one input.
+
+    Attributes:
+        item: the input.
+        image: the decoded RGB photo (original size); None on error.
+        probabilities: class probabilities; None on error.
+        class_index: the explained class; None on error.
+        heatmap: the [0, 1] map at feature-map resolution; None on error or when predicting.
+        error: why the input failed (None when it did not).
+    """
+
+    item: InputItem
+    image: np.ndarray | None = None
+    probabilities: np.ndarray | None = None
+    class_index: int | None = None
+    heatmap: np.ndarray | None = None
+    error: str | None = None
+
+    @property
+    def score(self) -> float | None:
+        """Probability of the explained class."""
+        if self.probabilities is None or self.class_index is None:
+            return None
+        return float(self.probabilities[self.class_index])
+
+    def top(self, k: int, labels) -> list[list]:
+        """The k most probable classes, best first, as ``[index, label, probability]``."""
+        if self.probabilities is None:
+            return []
+        k = min(k, len(self.probabilities))
+        best = np.argpartition(-self.probabilities, k - 1)[:k]
+        best = best[np.argsort(-self.probabilities[best], kind="stable")]
+        return [[int(i), labels.name(int(i)), float(self.probabilities[i])] for i in best]
+
+
+def _decode(item: InputItem, size: tuple[int, int]):
+    try:
+        rgb = load_rgb(item.path)
+        return rgb, resize_for_model(rgb, size)
+    except ImageError as exc:
+        return exc.reason, None
+    except MemoryError:
+        return "out of memory while decoding", None
+
+
+def _chunks(items: Iterable[InputItem], size: int) -> Iterator[list[InputItem]]:
+    iterator = iter(items)
+    while chunk := list(itertools.islice(iterator, size)):
+        yield chunk
+
+
+def explain_stream(items: Iterable[InputItem], explainer: Explainer, batch_size: int = 32,
+                   workers: int = 2) -> Iterator[ImageResult]:
+    """Explain ``items`` lazily, in order, one model call per batch.
+
+    Decoding runs in ``workers`` threads one batch ahead of the model, so the model never
+    waits for the disk once started. A file that cannot be decoded becomes an
+    `ImageResult` with ``error`` set; the others in its batch go on.
+    """
+    size = explainer.loaded.input_size
+    with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="decode") as pool:
+        pending: deque = deque()
+        for chunk in _chunks(items, batch_size):
+            pending.append([(item, pool.submit(_decode, item, size)) for item in chunk])
+            if len(pending) > 1:
+                yield from _run_batch(pending.popleft(), explainer)
+        while pending:
+            yield from _run_batch(pending.popleft(), explainer)
+
+
+def _run_batch(submitted, explainer: Explainer) -> list[ImageResult]:
+    results, good, tensors = [], [], []
+    for item, future in submitted:
+        rgb, resized = future.result()
+        if resized is None:
+            results.append(ImageResult(item, error=rgb))
+        else:
+            results.append(ImageResult(item, image=rgb))
+            good.append(len(results) - 1)
+            tensors.append(resized)
+    if good:
+        explanation = explainer(np.stack(tensors))
+        for row, position in enumerate(good):
+            result = results[position]
+            result.probabilities = explanation.probabilities[row]
+            result.class_index = int(explanation.class_index[row])
+            if explanation.maps is not None:
+                result.heatmap = explanation.maps[row]
+    return results
+
+
+def open_explainer(model: str | None = None, weights: str | None = "imagenet",
+                   labels_file: str | None = None, preprocess: str | None = None,
+                   layer: str | None = None, class_spec: str | int | None = None,
+                   device: str | None = None, method: str | None = "gradcam") -> Explainer:
+    """Pick the device, load the model and split it at the target layer, in that order.
+
+    Args: as the CLI's shared options (``None``: the default).
+    """
+    from camcli.backend import select_device
+    from camcli.models import DEFAULT_MODEL, load
+
+    select_device(device)
+    loaded = load(model or DEFAULT_MODEL, weights=weights, preprocess=preprocess,
+                  labels_file=labels_file)
+    log.info("model: %s (input %dx%d, preprocessing %s)", loaded.name, loaded.input_size[1],
+             loaded.input_size[0], loaded.preprocess)
+    return Explainer(loaded, method=method, layer=layer, class_spec=class_spec)

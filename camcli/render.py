@@ -1,0 +1,82 @@
+"""Turning a low-resolution map into a picture, and writing files atomically.
+
+The map (values in [0, 1]) is resized with OpenCV to the photo's own width and height,
+coloured with an OpenCV colour map and blended over the photo:
+``overlay = alpha * coloured_map + (1 - alpha) * photo``.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import tempfile
+
+import cv2
+import numpy as np
+
+
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_FILE_MODE = 0o666 & ~_current_umask()  # what open() would give; mkstemp makes 0600
+
+#: OpenCV colour maps by lower-case name (jet, turbo, viridis, inferno, ...).
+COLORMAPS: dict[str, int] = {
+    name[len("COLORMAP_"):].lower(): getattr(cv2, name)
+    for name in dir(cv2)
+    if name.startswith("COLORMAP_")
+}
+
+
+def colorize(heatmap: np.ndarray, size: tuple[int, int], colormap: str = "jet") -> np.ndarray:
+    """Resize a [0, 1] map to ``size`` = (width, height) and colour it; returns BGR uint8."""
+    resized = cv2.resize(heatmap.astype(np.float32), size, interpolation=cv2.INTER_LINEAR)
+    levels = np.clip(np.rint(resized * 255.0), 0, 255).astype(np.uint8)
+    return cv2.applyColorMap(levels, COLORMAPS[colormap])
+
+
+def overlay(rgb: np.ndarray, heatmap: np.ndarray, alpha: float = 0.4,
+            colormap: str = "jet") -> np.ndarray:
+    """Blend the coloured ``heatmap`` over the RGB photo; returns a BGR uint8 image of the
+    photo's size (ready for `cv2.imencode`)."""
+    height, width = rgb.shape[:2]
+    coloured = colorize(heatmap, (width, height), colormap)
+    photo = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
+    return cv2.addWeighted(coloured, float(alpha), photo, 1.0 - float(alpha), 0.0)
+
+
+def encode_jpeg(bgr: np.ndarray, quality: int = 90) -> bytes:
+    ok, buffer = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
+    if not ok:
+        raise OSError("JPEG encoding failed")
+    return buffer.tobytes()
+
+
+def encode_npy(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, array, allow_pickle=False)
+    return buffer.getvalue()
+
+
+def write_atomic(path: str, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file in the same folder and a rename,
+    so ``path`` is either absent, the old file, or complete — never truncated."""
+    folder = os.path.dirname(path) or "."
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".camcli-", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            os.fchmod(f.fileno(), _FILE_MODE)
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise

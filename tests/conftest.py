@@ -1,0 +1,63 @@
+"""Shared fixtures: seeded tiny Keras models and images made on the fly.
+
+Everything is offline and small; the few tests that build a full keras.applications model
+use random weights.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+from PIL import Image  # noqa: E402
+
+REPO = Path(__file__).resolve().parent.parent
+SAMPLES = REPO / "sample_images"
+
+
+@pytest.fixture(scope="session")
+def keras():
+    from camcli.backend import tensorflow
+
+    tensorflow()
+    import keras
+
+    return keras
+
+
+def seeded_weights(model, seed: int = 0, scale: float = 0.5) -> None:
+    """Give every weight a reproducible random value (biases too, so nothing is trivial)."""
+    rng = np.random.default_rng(seed)
+    model.set_weights([rng.normal(0.0, scale, w.shape).astype("float32")
+                       for w in model.get_weights()])
+
+
+def gap_model(keras, size=8, channels=4, classes=3, activation="softmax", seed=0):
+    """Input -> Conv(3x3, ReLU) -> GAP -> Dense: the CAM-compatible head."""
+    inputs = keras.Input((size, size, 3))
+    x = keras.layers.Conv2D(channels, 3, padding="same", activation="relu", name="conv")(inputs)
+    x = keras.layers.GlobalAveragePooling2D(name="gap")(x)
+    outputs = keras.layers.Dense(classes, activation=activation, name="fc")(x)
+    model = keras.Model(inputs, outputs, name="tiny_gap")
+    seeded_weights(model, seed)
+    return model
+
+
+def write_image(path: Path, size=(64, 48), color=(200, 30, 30), mode="RGB", fmt=None) -> Path:
+    """A small real image file: a coloured rectangle on a gradient."""
+    width, height = size
+    gradient = np.linspace(0, 255, width, dtype=np.float32)[None, :, None]
+    pixels = np.broadcast_to(gradient, (height, width, 3)).copy()
+    pixels[height // 4: height // 2, width // 4: width // 2] = color
+    image = Image.fromarray(pixels.astype(np.uint8), "RGB")
+    if mode != "RGB":
+        image = image.convert(mode)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image.save(path, format=fmt)
+    return path
