@@ -7,6 +7,7 @@ files give their first frame. Anything unreadable raises `ImageError` naming the
 
 from __future__ import annotations
 
+import re
 import warnings
 
 import cv2
@@ -18,8 +19,8 @@ from camcli.errors import ImageError
 #: Extensions `batch` picks up by default (compared case-insensitively).
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 
-#: Refuse images above this many pixels (a decompression bomb guard; 2x Pillow's warning level).
-MAX_PIXELS = 2 * 89_478_485
+#: Pillow's decompression-bomb threshold; camcli refuses images above it instead of warning.
+MAX_PIXELS = Image.MAX_IMAGE_PIXELS or 89_478_485
 
 _BACKGROUND = (255, 255, 255)  # transparent pixels are shown on white, as a viewer would
 
@@ -50,7 +51,12 @@ def load_rgb(path: str) -> np.ndarray:
         reason = "empty file" if _is_empty(path) else "not a recognised image format"
         raise ImageError(path, reason) from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise ImageError(path, f"image too large ({exc})") from None
+        found = re.search(r"\((\d+) pixels\)", str(exc))
+        size = f"{int(found.group(1)):,} pixels" if found else "too many pixels"
+        raise ImageError(
+            path, f"image too large ({size}; the limit is {MAX_PIXELS:,}, a guard against "
+            "decompression bombs)"
+        ) from None
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         # Pillow reports truncated or corrupt data as OSError ("image file is truncated",
         # "broken data stream") and malformed headers as SyntaxError or ValueError.
@@ -69,10 +75,6 @@ def _check_size(path: str, image: Image.Image) -> None:
     width, height = image.size
     if width < 1 or height < 1:
         raise ImageError(path, f"image has no pixels ({width}x{height})")
-    if width * height > MAX_PIXELS:
-        raise ImageError(
-            path, f"image too large ({width}x{height} pixels, limit {MAX_PIXELS:,} pixels)"
-        )
 
 
 def _to_rgb(image: Image.Image) -> np.ndarray:

@@ -1,0 +1,270 @@
+"""The command line, end to end: real images in, real JPEGs and manifests out."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from conftest import REPO, SAMPLES, gap_model, write_image
+from PIL import Image
+
+from camcli.cli import main
+
+MANIFEST_FIELDS = {"input", "output", "map", "model", "layer", "method", "class_index", "label",
+                   "score", "top", "error"}
+
+
+@pytest.fixture(scope="module")
+def model_files(keras, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("models")
+    gap = folder / "tiny_gap.keras"
+    gap_model(keras, size=32, channels=6, classes=3, seed=1).save(gap)
+    inputs = keras.Input((32, 32, 3))
+    x = keras.layers.Conv2D(4, 3, name="conv")(inputs)
+    x = keras.layers.Flatten()(x)
+    flat = folder / "tiny_flat.keras"
+    keras.Model(inputs, keras.layers.Dense(3, activation="softmax")(x)).save(flat)
+    labels = folder / "labels.txt"
+    labels.write_text("red thing\ngreen thing\nblue thing\n")
+    return {"gap": str(gap), "flat": str(flat), "labels": str(labels)}
+
+
+@pytest.fixture
+def model_args(model_files):
+    return ["--model", model_files["gap"], "--labels", model_files["labels"],
+            "--preprocess", "scale01", "--device", "cpu"]
+
+
+def run(args, cwd=None):
+    runner = CliRunner()
+    if cwd is None:
+        return runner.invoke(main, args, catch_exceptions=False)
+    previous = os.getcwd()
+    os.chdir(cwd)
+    try:
+        return runner.invoke(main, args, catch_exceptions=False)
+    finally:
+        os.chdir(previous)
+
+
+@pytest.fixture
+def photos(tmp_path):
+    root = tmp_path / "photos"
+    write_image(root / "red.jpg", size=(64, 48), color=(220, 20, 20))
+    write_image(root / "sub" / "green.png", size=(50, 70), color=(20, 220, 20))
+    write_image(root / "sub" / "deeper" / "blue.jpeg", size=(33, 33), color=(20, 20, 220))
+    (root / "sub" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    return root
+
+
+def manifest(out):
+    with open(out / "manifest.jsonl", encoding="utf-8") as f:
+        return [json.loads(line) for line in f]
+
+
+def test_batch_mirrors_the_tree_and_records_everything(photos, tmp_path, model_args):
+    out = tmp_path / "out"
+    result = run(["batch", str(photos), "--out", str(out), "--save-maps", *model_args])
+    assert result.exit_code == 1  # one input is broken
+    assert f"Error: {photos / 'sub' / 'broken.jpg'}: " in result.stderr
+
+    for rel, size in [("red", (64, 48)), ("sub/green", (50, 70)), ("sub/deeper/blue", (33, 33))]:
+        with Image.open(out / f"{rel}.jpg") as overlay:
+            assert overlay.format == "JPEG" and overlay.size == size
+        heatmap = np.load(out / f"{rel}.npy")
+        assert heatmap.dtype == np.float32 and heatmap.shape == (32, 32)
+        assert 0.0 <= heatmap.min() and heatmap.max() <= 1.0
+
+    records = {os.path.relpath(r["input"], photos): r for r in manifest(out)}
+    assert set(records) == {"red.jpg", "sub/green.png", "sub/deeper/blue.jpeg",
+                            "sub/broken.jpg"}
+    for record in records.values():
+        assert set(record) == MANIFEST_FIELDS
+    good = records["red.jpg"]
+    assert good["output"] == str(out / "red.jpg") and good["map"] == str(out / "red.npy")
+    assert good["model"].endswith("tiny_gap.keras") and good["layer"] == "conv"
+    assert good["method"] == "gradcam" and good["error"] is None
+    assert good["label"] == ["red thing", "green thing", "blue thing"][good["class_index"]]
+    assert len(good["top"]) == 3 and good["top"][0][0] == good["class_index"]
+    assert good["score"] == pytest.approx(good["top"][0][2])
+    assert sum(p for _, _, p in good["top"]) == pytest.approx(1.0, abs=1e-5)
+    bad = records["sub/broken.jpg"]
+    assert bad["output"] is None and bad["score"] is None and bad["top"] == []
+    assert bad["error"].startswith("corrupt image data") or bad["error"] == (
+        "not a recognised image format")
+
+
+def test_rerun_skips_what_is_done_and_overwrite_redoes_it(photos, tmp_path, model_args):
+    out = tmp_path / "out"
+    args = ["batch", str(photos), "--out", str(out), *model_args]
+    run(args)
+    stamp = (out / "red.jpg").stat().st_mtime_ns
+    os.remove(out / "sub" / "green.jpg")  # lost output: must be redone
+
+    again = run(args)
+    assert again.exit_code == 1  # the broken file is retried and fails again
+    assert "4 inputs: 1 written, 2 already done, 1 failed" in again.stderr
+    assert (out / "red.jpg").stat().st_mtime_ns == stamp
+    assert (out / "sub" / "green.jpg").exists()
+
+    forced = run([*args, "--overwrite"])
+    assert "4 inputs: 3 written, 0 already done, 1 failed" in forced.stderr
+
+    other_method = run([*args, "--method", "cam"])
+    assert "4 inputs: 3 written, 0 already done, 1 failed" in other_method.stderr
+    assert [r["method"] for r in manifest(out)][-4:] == ["cam"] * 4
+
+
+def test_a_clean_run_exits_zero(tmp_path, model_args):
+    write_image(tmp_path / "in" / "one.jpg")
+    result = run(["batch", str(tmp_path / "in"), "--out", str(tmp_path / "o"), *model_args])
+    assert result.exit_code == 0, result.output
+    assert "1 inputs: 1 written, 0 already done, 0 failed" in result.stderr
+
+
+def test_batch_on_the_sample_photos(tmp_path, model_args):
+    out = tmp_path / "heatmaps"
+    result = run(["batch", str(SAMPLES), "--out", str(out), "--method", "cam", *model_args])
+    assert result.exit_code == 0, result.output
+    photos = sorted(p for p in SAMPLES.iterdir() if p.suffix in (".jpg", ".png"))
+    assert len(photos) >= 5
+    for photo in photos:
+        with Image.open(photo) as original, Image.open(out / (photo.stem + ".jpg")) as overlay:
+            assert overlay.size == original.size and overlay.mode == "RGB"
+    assert len(manifest(out)) == len(photos)
+
+
+def test_missing_input_is_a_usage_error_naming_the_path(tmp_path, model_args):
+    missing = tmp_path / "nope"
+    for command in (["batch", str(missing), "--out", str(tmp_path / "o")], ["predict", str(missing)],
+                    ["gradcam", str(missing)]):
+        result = run([*command, *model_args])
+        assert result.exit_code == 2
+        assert result.stderr.strip().endswith(f"Error: {missing}: no such file or directory")
+
+
+def test_predict_json_and_csv_put_only_results_on_stdout(photos, model_args):
+    red = str(photos / "red.jpg")
+    result = run(["predict", red, "--format", "json", "--top-k", "2", *model_args])
+    assert result.exit_code == 0
+    rows = json.loads(result.stdout)
+    assert rows[0]["input"] == red and len(rows[0]["top"]) == 2
+    assert set(rows[0]["top"][0]) == {"class_index", "label", "probability"}
+
+    result = run(["predict", red, "--format", "csv", "--top-k", "3", *model_args])
+    lines = result.stdout.strip().splitlines()
+    assert lines[0] == "input,rank,class_index,label,probability,error"
+    assert len(lines) == 4 and lines[1].startswith(f"{red},1,")
+
+
+def test_predict_reports_a_broken_image_and_exits_one(photos, model_args):
+    result = run(["predict", str(photos / "red.jpg"), str(photos / "sub" / "broken.jpg"),
+                  "--format", "json", *model_args])
+    assert result.exit_code == 1
+    rows = json.loads(result.stdout)
+    assert rows[0]["error"] is None and rows[1]["error"] and rows[1]["top"] == []
+
+
+def test_cam_writes_stem_cam_jpg_in_the_current_folder(photos, tmp_path, model_args):
+    work = tmp_path / "work"
+    work.mkdir()
+    result = run(["cam", str(photos / "red.jpg"), *model_args], cwd=work)
+    assert result.exit_code == 0, result.output
+    with Image.open(work / "red_cam.jpg") as overlay:
+        assert overlay.size == (64, 48)
+    line = result.stdout.strip()
+    assert line.startswith("./red_cam.jpg: ") and "thing (class " in line and line.endswith("%")
+
+
+def test_gradcam_output_file_and_out_folder(photos, tmp_path, model_args):
+    target = tmp_path / "chosen.jpg"
+    result = run(["gradcam", str(photos / "red.jpg"), "-o", str(target), *model_args])
+    assert result.exit_code == 0 and target.exists()
+
+    several = run(["gradcam", str(photos / "red.jpg"), str(photos / "sub" / "green.png"),
+                   "--out", str(tmp_path / "many"), "--class", "green thing", *model_args])
+    assert several.exit_code == 0, several.output
+    assert (tmp_path / "many" / "red_gradcam.jpg").exists()
+    assert (tmp_path / "many" / "sub" / "green_gradcam.jpg").exists()
+    assert several.stdout.count("green thing (class 1)") == 2
+
+    refused = run(["gradcam", str(photos / "red.jpg"), str(photos / "sub" / "green.png"),
+                   "-o", str(target), *model_args])
+    assert refused.exit_code == 2
+    assert "Error: -o/--output takes one image, got 2; use --out DIR" in refused.stderr
+
+
+def test_cam_on_a_model_without_gap_head_suggests_gradcam(photos, model_files):
+    result = run(["cam", str(photos / "red.jpg"), "--model", model_files["flat"], "--device",
+                  "cpu"])
+    assert result.exit_code == 2
+    assert result.stderr.strip().splitlines()[-1] == (
+        "Error: CAM needs a global-average-pooling -> Dense head after layer 'conv', but the "
+        "target layer feeds flatten (Flatten), not global average pooling; use gradcam instead")
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--class", "purple thing"], "Error: unknown class 'purple thing'"),
+    (["--layer", "nope"], "Error: no layer named 'nope' in the model"),
+    (["--model", "resnet9000"], "Error: unknown model 'resnet9000': use a built-in name"),
+    (["--model", "missing.keras"], "Error: model file not found: missing.keras"),
+    (["--device", "tpu"], "Error: invalid device 'tpu': use auto, cpu, gpu or gpu:N"),
+])
+def test_bad_requests_exit_two_with_one_line(photos, model_args, args, message):
+    result = run(["gradcam", str(photos / "red.jpg"), *model_args, *args])
+    assert result.exit_code == 2
+    assert result.stderr.strip().splitlines()[-1].startswith(message)
+
+
+def test_asking_for_a_missing_gpu_is_an_error_not_a_cpu_run(photos, model_args, keras):
+    import tensorflow as tf
+
+    if tf.config.list_physical_devices("GPU"):
+        pytest.skip("this machine has a GPU")
+    result = run(["predict", str(photos / "red.jpg"), *model_args, "--device", "gpu"])
+    assert result.exit_code == 2
+    assert "asked for a GPU, but TensorFlow sees none" in result.stderr
+
+
+def test_unwritable_output_folder_fails_before_any_work(photos, tmp_path, model_args):
+    blocker = tmp_path / "file"
+    blocker.write_text("a file where the folder should be")
+    result = run(["batch", str(photos), "--out", str(blocker / "out"), *model_args])
+    assert result.exit_code == 1
+    assert "Error: cannot write to output folder" in result.stderr
+
+
+def test_every_command_has_help():
+    for name, command in main.commands.items():
+        short = command.get_short_help_str(limit=80)
+        assert command.help and short.endswith(".") and "et al.)" not in short[:-1], name
+        assert run([name, "--help"]).exit_code == 0
+
+
+def test_cli_choices_match_the_library():
+    from camcli import cli
+    from camcli.methods import METHODS
+    from camcli.models.preprocess import PREPROCESSORS
+
+    assert set(cli.METHOD_NAMES) == set(METHODS)
+    assert set(cli.PREPROCESS_NAMES) == set(PREPROCESSORS)
+
+
+def test_help_and_version_do_not_import_tensorflow():
+    code = ("import sys; from click.testing import CliRunner; from camcli.cli import main;"
+            "r = CliRunner().invoke(main, ['--help']); assert r.exit_code == 0;"
+            "r = CliRunner().invoke(main, ['batch', '--help']); assert r.exit_code == 0;"
+            "print('tensorflow' in sys.modules, 'keras' in sys.modules, 'cv2' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False", "False", "False"]
+
+
+def test_python_dash_m_and_version():
+    out = subprocess.run([sys.executable, "-m", "camcli", "--version"], capture_output=True,
+                         text=True, cwd=REPO, check=True)
+    assert out.stdout.strip().startswith("camcli, version ")
