@@ -265,23 +265,27 @@ def _add_single_image_command(method: str, short_help: str, doc: str) -> None:
     command = click.option("--out", "out_dir", type=click.Path(file_okay=False),
                            help="Folder for the overlays (several images).")(command)
     command = click.option("-o", "--output", type=click.Path(dir_okay=False),
-                           help=f"Output file (one image). [default: <stem>_{method}.jpg]")(command)
+                           help=f"Output file (one image). [default: <stem>_{method}.jpg]",
+                           )(command)
     command = model_options(command)
     command = click.argument("images", nargs=-1, required=True)(command)
     main.command(name=method, short_help=short_help)(command)
 
 
-_add_single_image_command("cam", "CAM overlays (Zhou et al. 2016), one per image.", """CAM overlays (Zhou et al. 2016) for one or more images.
+_CAM_HELP = """CAM overlays (Zhou et al. 2016) for one or more images.
 
     The map is the classifier's weights for the class applied to the last feature maps; it
     needs a global-average-pooling -> Dense head (ResNet50, MobileNetV2, EfficientNetB0). For
     other models use gradcam.
-    """)
-_add_single_image_command("gradcam", "Grad-CAM overlays (Selvaraju et al. 2017), one per image.", """Grad-CAM overlays (Selvaraju et al. 2017), one per image.
+    """
+_GRADCAM_HELP = """Grad-CAM overlays (Selvaraju et al. 2017) for one or more images.
 
     Channel weights are the spatial mean of the gradient of the class's pre-softmax logit;
     works on any convolutional layer of any model (--layer).
-    """)
+    """
+_add_single_image_command("cam", "CAM overlays (Zhou et al. 2016), one per image.", _CAM_HELP)
+_add_single_image_command("gradcam", "Grad-CAM overlays (Selvaraju et al. 2017), one per image.",
+                          _GRADCAM_HELP)
 
 
 @main.command(short_help="Explain a folder tree, glob or file list into --out, with a manifest.")

@@ -141,8 +141,9 @@ def test_batch_on_the_sample_photos(tmp_path, model_args):
 
 def test_missing_input_is_a_usage_error_naming_the_path(tmp_path, model_args):
     missing = tmp_path / "nope"
-    for command in (["batch", str(missing), "--out", str(tmp_path / "o")], ["predict", str(missing)],
-                    ["gradcam", str(missing)]):
+    commands = (["batch", str(missing), "--out", str(tmp_path / "o")], ["predict", str(missing)],
+                ["gradcam", str(missing)])
+    for command in commands:
         result = run([*command, *model_args])
         assert result.exit_code == 2
         assert result.stderr.strip().endswith(f"Error: {missing}: no such file or directory")

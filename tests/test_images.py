@@ -68,7 +68,8 @@ def _png_header_only(width: int, height: int) -> bytes:
 @pytest.mark.parametrize("name, content, reason", [
     ("empty.jpg", b"", "empty file"),
     ("notes.jpg", b"this is text, not a photo\n", "not a recognised image format"),
-    ("bomb.png", _png_header_only(100_000, 100_000), "image too large (10,000,000,000 pixels; the limit is 89,478,485"),
+    ("bomb.png", _png_header_only(100_000, 100_000),
+     "image too large (10,000,000,000 pixels; the limit is 89,478,485"),
 ])
 def test_bad_files_raise_with_a_reason(tmp_path, name, content, reason):
     path = tmp_path / name
