@@ -1,0 +1,81 @@
+"""Built-in models (random weights: nothing is downloaded) and model files."""
+
+from __future__ import annotations
+
+import pytest
+from conftest import gap_model
+
+from camcli.errors import CamNotApplicable, ModelError, UnknownModel, UsageProblem
+from camcli.methods import CAM
+from camcli.models import BUILTIN, load
+from camcli.pipeline import Explainer
+
+
+@pytest.mark.parametrize("name, map_size, cam_ok", [
+    ("resnet50", 7, True), ("vgg16", 14, False), ("mobilenet_v2", 7, True),
+    ("efficientnetb0", 7, True),
+])
+def test_builtin_model_registered_layer_and_head(name, map_size, cam_ok):
+    loaded = load(name, weights=None)
+    assert loaded.input_size == (224, 224) and len(loaded.labels) == 1000
+    explainer = Explainer(loaded, method="gradcam")
+    assert explainer.layer == BUILTIN[name].target_layer
+    assert tuple(explainer.graph.model.outputs[0].shape[1:3]) == (map_size, map_size)
+    assert explainer.graph.output_kind == "softmax"
+    if cam_ok:
+        CAM(explainer.graph)
+    else:
+        with pytest.raises(CamNotApplicable, match="use gradcam instead"):
+            CAM(explainer.graph)
+
+
+def test_failed_imagenet_download_says_what_to_do(monkeypatch, capsys):
+    from keras.src.utils import file_utils
+
+    def offline(*args, **kwargs):
+        print("Downloading data from https://example.invalid/weights.h5")
+        raise Exception("URL fetch failure on https://example.invalid/weights.h5: None -- "
+                        "[Errno -2] Name or service not known")
+
+    monkeypatch.setattr(file_utils, "get_file", offline)
+    with pytest.raises(ModelError) as info:
+        load("resnet50")
+    message = str(info.value)
+    assert message.startswith("could not download the ImageNet weights of resnet50 (URL fetch")
+    assert "needs internet" in message and "--weights FILE" in message
+    assert capsys.readouterr().out == ""  # Keras' download notice went to stderr
+
+
+def test_weights_file_for_a_builtin(tmp_path):
+    first = load("mobilenet_v2", weights=None)
+    path = tmp_path / "mine.weights.h5"
+    first.model.save_weights(path)
+    again = load("mobilenet_v2", weights=str(path))
+    assert all((a == b).all() for a, b in zip(first.model.get_weights(),
+                                              again.model.get_weights()))
+    with pytest.raises(UsageProblem, match="weights file not found: nope.h5"):
+        load("mobilenet_v2", weights="nope.h5")
+
+
+def test_model_file_loads_with_its_input_size(keras, tmp_path):
+    path = tmp_path / "m.keras"
+    gap_model(keras, size=40, classes=1000).save(path)
+    loaded = load(str(path), preprocess="torch")
+    assert loaded.input_size == (40, 40) and loaded.preprocess == "torch"
+    assert loaded.labels.name(281) == "tabby"  # 1000 outputs: ImageNet names
+
+
+def test_unsafe_lambda_model_is_refused(keras, tmp_path):
+    inputs = keras.Input((8, 8, 3))
+    outputs = keras.layers.Lambda(lambda x: x * 2)(inputs)
+    path = tmp_path / "lambda.keras"
+    keras.Model(inputs, outputs).save(path)
+    with pytest.raises(ModelError, match=f"cannot load model file {path}: .*"):
+        load(str(path))
+
+
+def test_unknown_names():
+    with pytest.raises(UnknownModel, match="unknown model 'alexnet': use a built-in name"):
+        load("alexnet")
+    with pytest.raises(UnknownModel, match="model file not found: x/y.keras"):
+        load("x/y.keras")
