@@ -24,7 +24,7 @@ def synthetic(count: int, rng: np.random.Generator):
     boxes = rng.integers(0, SIZE - SHAPE + 1, (count, 2))
     plus = np.zeros((SHAPE, SHAPE), bool)
     plus[3:5, :] = plus[:, 3:5] = True
-    for image, label, (top, left) in zip(images, labels, boxes):
+    for image, label, (top, left) in zip(images, labels, boxes, strict=False):
         if label == 0:
             continue
         mask = plus if rng.random() < 0.5 else np.ones((SHAPE, SHAPE), bool)
@@ -58,7 +58,7 @@ def test_the_map_peaks_inside_the_shape(trained, method):
     accuracy = float(np.mean(result.class_index == labels))
     assert accuracy >= 0.9, f"the test model did not learn (accuracy {accuracy:.2f})"
     inside, shapes = 0, labels > 0
-    for heatmap, (top, left) in zip(result.maps[shapes], boxes[shapes]):
+    for heatmap, (top, left) in zip(result.maps[shapes], boxes[shapes], strict=False):
         upsampled = cv2.resize(heatmap, (SIZE, SIZE), interpolation=cv2.INTER_LINEAR)
         row, col = np.unravel_index(np.argmax(upsampled), upsampled.shape)
         inside += top <= row < top + SHAPE and left <= col < left + SHAPE
