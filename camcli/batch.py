@@ -21,6 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from camcli import render
+from camcli.atomic import write_atomic
 from camcli.errors import OutputError
 from camcli.inputs import InputItem, check_inputs, discover
 from camcli.methods import TOP1
@@ -276,9 +277,9 @@ def _complete(previous: tuple, output: str, map_path: str | None) -> bool:
 def _write(result: ImageResult, output: str, map_path: str | None,
            options: BatchOptions) -> None:
     picture = render.overlay(result.image, result.heatmap, options.alpha, options.colormap)
-    render.write_atomic(output, render.encode_jpeg(picture, options.quality))
+    write_atomic(output, render.encode_jpeg(picture, options.quality))
     if map_path is not None:
-        render.write_atomic(map_path, render.encode_npy(result.heatmap.astype("float32")))
+        write_atomic(map_path, render.encode_npy(result.heatmap.astype("float32")))
     result.image = None  # the photo is no longer needed; free it before the record is made
 
 

@@ -91,8 +91,8 @@ def model_options(command):
     """--model, --weights, --labels, --preprocess, --layer, --class, --device, --batch-size."""
     options = [
         click.option("--model", "model_name", default=None, metavar="NAME|PATH",
-                     help="Built-in model name (see README) or a .keras / .h5 file. "
-                          "[default: resnet50]"),
+                     help="Built-in model (see 'camcli models') or a .keras / .h5 file. "
+                          "[default: efficientnet-lite0, works offline]"),
         click.option("--weights", default="imagenet", show_default=True,
                      metavar="imagenet|none|FILE",
                      help="Weights of a built-in model: Keras' ImageNet download, random "
@@ -286,6 +286,31 @@ _GRADCAM_HELP = """Grad-CAM overlays (Selvaraju et al. 2017) for one or more ima
 _add_single_image_command("cam", "CAM overlays (Zhou et al. 2016), one per image.", _CAM_HELP)
 _add_single_image_command("gradcam", "Grad-CAM overlays (Selvaraju et al. 2017), one per image.",
                           _GRADCAM_HELP)
+
+
+@main.command()
+@click.option("--format", "fmt", default="table", show_default=True,
+              type=click.Choice(["table", "json"]))
+@verbosity_options
+def models(fmt):
+    """List the built-in models: input size, default layer, CAM, weights availability."""
+    from camcli.models import BUILTIN, DEFAULT_MODEL
+
+    rows = [{"name": spec.name, "default": spec.name == DEFAULT_MODEL,
+             "input_size": list(spec.input_size), "layer": spec.target_layer,
+             "cam": spec.cam, "weights": spec.availability(), "description": spec.description}
+            for spec in BUILTIN.values()]
+    if fmt == "json":
+        click.echo(json.dumps(rows, indent=2))
+        return
+    header = f"{'model':<20} {'input':<8} {'default layer':<18} {'cam':<4} weights"
+    click.echo(header)
+    for row in rows:
+        name = row["name"] + (" *" if row["default"] else "")
+        size = "x".join(map(str, row["input_size"]))
+        click.echo(f"{name:<20} {size:<8} {row['layer']:<18} {'yes' if row['cam'] else 'no':<4} "
+                   f"{row['weights']}")
+    click.echo("\n* default. 'cam: no' models are explained with gradcam.")
 
 
 @main.command(short_help="Explain a folder tree, glob or file list into --out, with a manifest.")

@@ -1,4 +1,4 @@
-"""Turning a low-resolution map into a picture, and writing files atomically.
+"""Turning a low-resolution map into a picture.
 
 The map (values in [0, 1]) is resized with OpenCV to the photo's own width and height,
 coloured with an OpenCV colour map and blended over the photo:
@@ -8,20 +8,9 @@ coloured with an OpenCV colour map and blended over the photo:
 from __future__ import annotations
 
 import io
-import os
-import tempfile
 
 import cv2
 import numpy as np
-
-
-def _current_umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-_FILE_MODE = 0o666 & ~_current_umask()  # what open() would give; mkstemp makes 0600
 
 #: OpenCV colour maps by lower-case name (jet, turbo, viridis, inferno, ...).
 COLORMAPS: dict[str, int] = {
@@ -59,24 +48,3 @@ def encode_npy(array: np.ndarray) -> bytes:
     buffer = io.BytesIO()
     np.save(buffer, array, allow_pickle=False)
     return buffer.getvalue()
-
-
-def write_atomic(path: str, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file in the same folder and a rename,
-    so ``path`` is either absent, the old file, or complete — never truncated."""
-    folder = os.path.dirname(path) or "."
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".camcli-", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            os.fchmod(f.fileno(), _FILE_MODE)
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise

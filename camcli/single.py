@@ -11,6 +11,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 from camcli import render
+from camcli.atomic import write_atomic
 from camcli.inputs import InputItem
 from camcli.pipeline import Explainer, explain_stream
 
@@ -49,7 +50,7 @@ def explain_images(items: Iterable[InputItem], explainer: Explainer, method: str
         path = output_path(result.item, method, output, out_dir)
         picture = render.overlay(result.image, result.heatmap, alpha, colormap)
         try:
-            render.write_atomic(path, render.encode_jpeg(picture, quality))
+            write_atomic(path, render.encode_jpeg(picture, quality))
         except OSError as exc:
             yield Written(result.item.path, error=f"cannot write {path}: {exc.strerror or exc}")
             continue

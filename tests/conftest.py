@@ -61,3 +61,16 @@ def write_image(path: Path, size=(64, 48), color=(200, 30, 30), mode="RGB", fmt=
     path.parent.mkdir(parents=True, exist_ok=True)
     image.save(path, format=fmt)
     return path
+
+
+@pytest.fixture(scope="session", autouse=True)
+def private_cache(tmp_path_factory):
+    """Tests never read or write the user's real cache folder."""
+    folder = tmp_path_factory.mktemp("camcli-cache")
+    previous = os.environ.get("CAMCLI_CACHE")
+    os.environ["CAMCLI_CACHE"] = str(folder)
+    yield folder
+    if previous is None:
+        os.environ.pop("CAMCLI_CACHE", None)
+    else:
+        os.environ["CAMCLI_CACHE"] = previous

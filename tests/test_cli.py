@@ -240,6 +240,23 @@ def test_unwritable_output_folder_fails_before_any_work(photos, tmp_path, model_
     assert "Error: cannot write to output folder" in result.stderr
 
 
+def test_models_lists_the_builtins_without_tensorflow():
+    code = ("import sys, json; from click.testing import CliRunner; from camcli.cli import main;"
+            "r = CliRunner().invoke(main, ['models', '--format', 'json']);"
+            "print(json.dumps([json.loads(r.output), 'tensorflow' in sys.modules]))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    rows, imported_tf = json.loads(out.stdout)
+    assert not imported_tf
+    by_name = {row["name"]: row for row in rows}
+    assert set(by_name) == {"efficientnet-lite0", "resnet50", "vgg16", "mobilenet_v2",
+                            "efficientnetb0"}
+    assert by_name["efficientnet-lite0"]["default"] and by_name["efficientnet-lite0"]["cam"]
+    assert by_name["efficientnet-lite0"]["weights"].startswith("offline")
+    assert not by_name["vgg16"]["cam"] and by_name["vgg16"]["layer"] == "block5_conv3"
+    table = run(["models"]).stdout.splitlines()
+    assert table[1].split()[:3] == ["efficientnet-lite0", "*", "224x224"]
+
+
 def test_every_command_has_help():
     for name, command in main.commands.items():
         short = command.get_short_help_str(limit=80)

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from camcli import render
+from camcli.atomic import write_atomic
 
 
 @pytest.fixture
@@ -44,7 +45,7 @@ def test_colorize_upsamples_with_the_peak_in_place():
 
 def test_write_atomic_leaves_no_temporary_file(tmp_path):
     target = tmp_path / "sub" / "out.jpg"
-    render.write_atomic(str(target), b"complete")
+    write_atomic(str(target), b"complete")
     assert target.read_bytes() == b"complete"
     assert os.listdir(target.parent) == ["out.jpg"]
     assert (target.stat().st_mode & 0o777) != 0o600  # not mkstemp's private mode
