@@ -286,3 +286,70 @@ def test_python_dash_m_and_version():
     out = subprocess.run([sys.executable, "-m", "camcli", "--version"], capture_output=True,
                          text=True, cwd=REPO, check=True)
     assert out.stdout.strip().startswith("camcli, version ")
+
+
+def test_ctrl_c_finishes_in_flight_writes_and_resume_completes(tmp_path, model_args):
+    import signal
+    import time
+
+    from conftest import write_image as make
+
+    photos = tmp_path / "many"
+    for i in range(1500):
+        make(photos / f"{i:04d}.png", size=(40, 30))
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "camcli", "batch", str(photos), "--out", str(out),
+               "--batch-size", "4", *model_args]
+    run_env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True, env=run_env, cwd=REPO)
+    manifest_path = out / "manifest.jsonl"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and process.poll() is None:
+        if manifest_path.exists() and manifest_path.stat().st_size > 0:
+            break
+        time.sleep(0.02)
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 130, err[-2000:]
+    assert err.strip().endswith("(interrupted)")
+    records = manifest(out)
+    written = sorted(p.relative_to(out) for p in out.rglob("*.jpg"))
+    assert 0 < len(records) == len(written) < 1500  # every record has its file, and only those
+    assert not [p for p in out.iterdir() if p.name.startswith(".camcli-")]
+
+    resumed = run(["batch", str(photos), "--out", str(out), *model_args])
+    assert resumed.exit_code == 0
+    assert f"1500 inputs: {1500 - len(records)} written, {len(records)} already done" \
+        in resumed.stderr
+    assert len(manifest(out)) == 1500
+
+
+def test_device_from_the_environment(photos, model_args, monkeypatch):
+    monkeypatch.setenv("CAMCLI_DEVICE", "tpu")
+    args = [a for a in model_args if a not in ("--device", "cpu")]
+    result = run(["predict", str(photos / "red.jpg"), *args])
+    assert result.exit_code == 2
+    assert "Error: invalid device 'tpu': use auto, cpu, gpu or gpu:N" in result.stderr
+
+
+def test_unknown_colormap_is_a_usage_error(photos, model_args):
+    result = run(["cam", str(photos / "red.jpg"), "--colormap", "rainbowish", *model_args])
+    assert result.exit_code == 2
+    assert "'rainbowish' is not an OpenCV colour map; choose from" in result.stderr
+
+
+def test_pattern_selects_files_in_batch(photos, tmp_path, model_args):
+    out = tmp_path / "png-only"
+    result = run(["batch", str(photos), "--out", str(out), "--pattern", "*.PNG", *model_args])
+    assert result.exit_code == 0, result.output
+    assert [r["input"] for r in manifest(out)] == [str(photos / "sub" / "green.png")]
+
+
+def test_h5_model_file(keras, photos, tmp_path):
+    path = tmp_path / "legacy.h5"
+    gap_model(keras, size=32, classes=3).save(path)
+    result = run(["gradcam", str(photos / "red.jpg"), "--model", str(path), "-o",
+                  str(tmp_path / "o.jpg"), "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "o.jpg").exists()
