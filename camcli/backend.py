@@ -56,11 +56,12 @@ def parse_device(spec: str) -> tuple[str, int | None]:
 
 
 def select_device(spec: str | None = None) -> str:
-    """Make TensorFlow use the requested device and return its name (``CPU`` or ``GPU:N``).
+    """Choose the device and return its TensorFlow name (``/CPU:0`` or ``/GPU:N``).
 
-    Must run before the first model is built. ``auto`` takes the first GPU if TensorFlow
-    sees one, else the CPU. Asking for a GPU that is not there is an error, never a silent
-    CPU run.
+    ``auto`` takes the first GPU if TensorFlow sees one, else the CPU. Asking for a GPU
+    that is not there is an error, never a silent CPU run. Unused GPUs are hidden from
+    TensorFlow when it has not started yet (so it does not reserve their memory); callers
+    place the work with ``tf.device(name)`` either way.
 
     Raises:
         DeviceError: malformed spec, or no such GPU.
@@ -70,9 +71,9 @@ def select_device(spec: str | None = None) -> str:
     gpus = tf.config.list_physical_devices("GPU")
     if kind == "cpu" or (kind == "auto" and not gpus):
         if gpus:
-            tf.config.set_visible_devices([], "GPU")
+            _hide_other_devices(tf, [])
         log.info("device: CPU")
-        return "CPU"
+        return "/CPU:0"
     if not gpus:
         raise DeviceError(
             f"device {spec or os.environ.get(DEVICE_ENV)!r} asked for a GPU, but TensorFlow "
@@ -81,6 +82,15 @@ def select_device(spec: str | None = None) -> str:
     index = index or 0
     if index >= len(gpus):
         raise DeviceError(f"no GPU {index}: TensorFlow sees {len(gpus)} GPU(s) (0-{len(gpus) - 1})")
-    tf.config.set_visible_devices([gpus[index]], "GPU")
     log.info("device: GPU %d (%s)", index, gpus[index].name)
-    return f"GPU:{index}"
+    if _hide_other_devices(tf, [gpus[index]]):
+        return "/GPU:0"  # the only visible GPU is now number 0
+    return f"/GPU:{index}"
+
+
+def _hide_other_devices(tf, keep: list) -> bool:
+    try:
+        tf.config.set_visible_devices(keep, "GPU")
+    except RuntimeError:  # TensorFlow already started: devices can no longer be hidden
+        return False
+    return True

@@ -231,6 +231,8 @@ def run_batch(inputs: Sequence[str], explainer: Explainer, options: BatchOptions
                 future.result()
             except OSError as exc:
                 error = f"cannot write output: {exc.strerror or exc}"
+            except Exception as exc:  # e.g. cv2.error: this input fails, the run goes on
+                error = f"cannot render output ({type(exc).__name__}: {exc})"
         if error is None:
             summary.written += 1
             record = _record(result, explainer, options, output, map_path)

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from camcli.backend import tensorflow
 from camcli.errors import ImageError
 from camcli.images import load_rgb, resize_for_model
 from camcli.inputs import InputItem
@@ -44,8 +45,10 @@ class Explainer:
     """
 
     def __init__(self, loaded: LoadedModel, method: str | None = "gradcam",
-                 layer: str | None = None, class_spec: str | int | None = None):
+                 layer: str | None = None, class_spec: str | int | None = None,
+                 device: str | None = None):
         self.loaded = loaded
+        self.device = device
         self.method_name = method
         source = "--layer" if layer else f"the registered layer of {loaded.name}"
         self.graph = graph.build(loaded.model, layer or loaded.default_layer, source)
@@ -61,7 +64,11 @@ class Explainer:
 
     def __call__(self, resized: np.ndarray) -> Explanation:
         """Explain a float32 RGB batch already resized to the model's input size."""
-        return self.method(preprocess(self.loaded.preprocess, resized), self.class_index)
+        batch = preprocess(self.loaded.preprocess, resized)
+        if self.device is None:
+            return self.method(batch, self.class_index)
+        with tensorflow().device(self.device):
+            return self.method(batch, self.class_index)
 
 
 @dataclass
@@ -109,6 +116,8 @@ def _decode(item: InputItem, size: tuple[int, int]):
         return exc.reason, None
     except MemoryError:
         return "out of memory while decoding", None
+    except Exception as exc:  # one bad file must not end a run of 100,000: record it
+        return f"cannot decode ({type(exc).__name__}: {exc})", None
 
 
 def _chunks(items: Iterable[InputItem], size: int) -> Iterator[list[InputItem]]:
@@ -168,9 +177,11 @@ def open_explainer(model: str | None = None, weights: str | None = "imagenet",
     from camcli.backend import select_device
     from camcli.models import DEFAULT_MODEL, load
 
-    select_device(device)
-    loaded = load(model or DEFAULT_MODEL, weights=weights, preprocess=preprocess,
-                  labels_file=labels_file)
+    device_name = select_device(device)
+    with tensorflow().device(device_name):
+        loaded = load(model or DEFAULT_MODEL, weights=weights, preprocess=preprocess,
+                      labels_file=labels_file)
     log.info("model: %s (input %dx%d, preprocessing %s)", loaded.name, loaded.input_size[1],
              loaded.input_size[0], loaded.preprocess)
-    return Explainer(loaded, method=method, layer=layer, class_spec=class_spec)
+    return Explainer(loaded, method=method, layer=layer, class_spec=class_spec,
+                     device=device_name)

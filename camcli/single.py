@@ -48,11 +48,15 @@ def explain_images(items: Iterable[InputItem], explainer: Explainer, method: str
             yield Written(result.item.path, error=result.error)
             continue
         path = output_path(result.item, method, output, out_dir)
-        picture = render.overlay(result.image, result.heatmap, alpha, colormap)
         try:
+            picture = render.overlay(result.image, result.heatmap, alpha, colormap)
             write_atomic(path, render.encode_jpeg(picture, quality))
         except OSError as exc:
             yield Written(result.item.path, error=f"cannot write {path}: {exc.strerror or exc}")
+            continue
+        except Exception as exc:  # e.g. cv2.error: this image fails, the others go on
+            yield Written(result.item.path,
+                          error=f"cannot render {path} ({type(exc).__name__}: {exc})")
             continue
         yield Written(result.item.path, path, result.class_index,
                       labels.name(result.class_index), result.score)

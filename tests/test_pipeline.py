@@ -1,0 +1,83 @@
+"""The shared pipeline and the batch runner as a library: per-input failures stay per input."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from conftest import gap_model, write_image
+
+from camcli import batch as batch_mod
+from camcli import labels, pipeline
+from camcli.batch import BatchOptions, run_batch
+from camcli.models import LoadedModel
+
+
+@pytest.fixture
+def explainer(keras):
+    model = gap_model(keras, size=16, classes=3, seed=2)
+    loaded = LoadedModel("tiny", model, (16, 16), "scale01", labels.generic(3))
+    return pipeline.Explainer(loaded, method="gradcam")
+
+
+@pytest.fixture
+def folder(tmp_path):
+    for name in ("a.jpg", "b.jpg", "c.jpg"):
+        write_image(tmp_path / "in" / name)
+    return tmp_path / "in"
+
+
+def records(out):
+    return [json.loads(line) for line in (out / "manifest.jsonl").read_text().splitlines()]
+
+
+def test_an_unexpected_decoder_failure_is_one_error_row(explainer, folder, tmp_path,
+                                                        monkeypatch):
+    real = pipeline.load_rgb
+
+    def flaky(path):
+        if path.endswith("b.jpg"):
+            raise RuntimeError("decoder exploded")
+        return real(path)
+
+    monkeypatch.setattr(pipeline, "load_rgb", flaky)
+    summary = run_batch([str(folder)], explainer, BatchOptions(out_dir=str(tmp_path / "o")))
+    assert (summary.written, summary.failed) == (2, 1)
+    errors = {r["input"].rsplit("/", 1)[-1]: r["error"] for r in records(tmp_path / "o")}
+    assert errors == {"a.jpg": None, "b.jpg": "cannot decode (RuntimeError: decoder exploded)",
+                      "c.jpg": None}
+
+
+def test_a_rendering_failure_is_one_error_row(explainer, folder, tmp_path, monkeypatch):
+    real = batch_mod.render.overlay
+    calls = []
+
+    def flaky(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise ValueError("bad colour")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(batch_mod.render, "overlay", flaky)
+    summary = run_batch([str(folder)], explainer,
+                        BatchOptions(out_dir=str(tmp_path / "o"), workers=1))
+    assert (summary.written, summary.failed) == (2, 1)
+    failed = [r for r in records(tmp_path / "o") if r["error"]]
+    assert failed[0]["error"] == "cannot render output (ValueError: bad colour)"
+    assert failed[0]["output"] is None
+
+
+def test_stream_keeps_input_order_across_batches(explainer, tmp_path):
+    from camcli.inputs import discover
+
+    for i in range(7):
+        write_image(tmp_path / "s" / f"{i}.png", size=(20 + i, 20))
+    (tmp_path / "s" / "3.png").write_bytes(b"")
+    results = list(pipeline.explain_stream(discover([str(tmp_path / "s")]), explainer,
+                                           batch_size=2))
+    assert [r.item.relative for r in results] == [f"{i}.png" for i in range(7)]
+    assert results[3].error == "empty file"
+    assert all(r.heatmap.shape == (16, 16) for i, r in enumerate(results) if i != 3)
+    assert [r.image.shape[1] for i, r in enumerate(results) if i != 3] == [20, 21, 22, 24, 25, 26]
+    assert np.allclose([r.probabilities.sum() for i, r in enumerate(results) if i != 3], 1.0)
