@@ -13,10 +13,11 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import tempfile
 import time
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -124,14 +125,20 @@ def _run_key(explainer: Explainer) -> tuple:
     return (explainer.loaded.name, explainer.layer, explainer.method_name)
 
 
-def _done_records(path: str, explainer: Explainer) -> dict[str, tuple]:
-    """Inputs already explained by the same model, layer, method and class request."""
-    done: dict[str, tuple] = {}
+def _done_records(path: str, explainer: Explainer) -> dict[str, dict]:
+    """Inputs already explained by the same model, layer, method and class request:
+    ``{input: {rank: (output, map)}}``, rank None outside --top-k-maps runs."""
+    done: dict[str, dict] = {}
     key = _run_key(explainer)
     for record in Manifest.records(path):
+        rank = record.get("rank")
         same_run = (record.get("model"), record.get("layer"), record.get("method")) == key
+        same_run = same_run and (rank is None) == (explainer.top_k_maps is None)
         if record.get("error") is None and same_run and _same_class(record, explainer):
-            done[record["input"]] = (record.get("output"), record.get("map"))
+            if rank is None or rank == 1:
+                done[record["input"]] = {}  # a new run of this input starts here
+            done.setdefault(record["input"], {})[rank] = (record.get("output"),
+                                                          record.get("map"))
         else:
             done.pop(record["input"], None)  # a later failure or other run supersedes
     return done
@@ -139,9 +146,25 @@ def _done_records(path: str, explainer: Explainer) -> dict[str, tuple]:
 
 def _same_class(record: dict, explainer: Explainer) -> bool:
     if explainer.class_index == TOP1:
-        top = record.get("top") or [[None]]
-        return record.get("class_index") == top[0][0]
+        top, position = record.get("top") or [], (record.get("rank") or 1) - 1
+        return position < len(top) and record.get("class_index") == top[position][0]
     return record.get("class_index") == explainer.class_index
+
+
+def safe_label(label: str) -> str:
+    """A class label fit for a file name: ``potter's wheel`` -> ``potter_s_wheel``."""
+    return re.sub(r"[^0-9A-Za-z._-]+", "_", label).strip("._") or "class"
+
+
+def ranked_outputs(output: str, map_path: str | None, ranked: list, labels) -> list[tuple]:
+    """Output names of --top-k-maps: ``<stem>.<rank>-<label>.jpg`` (and ``.npy``)."""
+    stem = os.path.splitext(output)[0]
+    rows = []
+    for rank, (class_index, heatmap) in enumerate(ranked, 1):
+        name = f"{stem}.{rank}-{safe_label(labels.name(class_index))}"
+        rows.append((rank, class_index, heatmap, name + ".jpg",
+                     name + ".npy" if map_path else None))
+    return rows
 
 
 def _check_writable(out_dir: str) -> None:
@@ -181,10 +204,15 @@ def _safe_join(out_dir: str, relative: str) -> str:
 
 
 def run_batch(inputs: Sequence[str], explainer: Explainer, options: BatchOptions,
-              reporter: Reporter | None = None) -> BatchSummary:
+              reporter: Reporter | None = None,
+              stop_requested: Callable[[], bool] | None = None) -> BatchSummary:
     """Explain every image under ``inputs`` into ``options.out_dir``.
 
     Returns a summary; per-input failures are manifest records, not exceptions.
+    ``stop_requested`` is polled after each result: when it answers True, no new image is
+    started, the outputs in flight are finished and recorded, and the summary says
+    ``interrupted`` (the CLI's Ctrl-C handler sets it). A KeyboardInterrupt is handled
+    the same way, as well as it can be.
 
     Raises:
         InputNotFound: an input names nothing (before any work).
@@ -211,7 +239,8 @@ def run_batch(inputs: Sequence[str], explainer: Explainer, options: BatchOptions
             output = _safe_join(options.out_dir, names(item.relative))
             map_path = os.path.splitext(output)[0] + ".npy" if options.save_maps else None
             previous = done.pop(item.path, None)
-            if previous is not None and _complete(previous, output, map_path):
+            if previous is not None and _complete(previous, output, map_path,
+                                                  explainer.top_k_maps):
                 summary.skipped += 1
                 reporter.advance(None)
                 continue
@@ -223,8 +252,8 @@ def run_batch(inputs: Sequence[str], explainer: Explainer, options: BatchOptions
     writers = ThreadPoolExecutor(max_workers=max(1, options.workers), thread_name_prefix="write")
 
     def finish_oldest() -> None:
-        result, future = pending.popleft()
-        output, map_path = targets.pop(result.item.path)
+        # Popped only once recorded: an interrupt in here leaves the entry for the finally.
+        result, renders, future = pending[0]
         error = result.error
         if error is None:
             try:
@@ -235,29 +264,41 @@ def run_batch(inputs: Sequence[str], explainer: Explainer, options: BatchOptions
                 error = f"cannot render output ({type(exc).__name__}: {exc})"
         if error is None:
             summary.written += 1
-            record = _record(result, explainer, options, output, map_path)
+            for rank, class_index, _, output, map_path in renders:
+                manifest.append(_record(result, explainer, options, output, map_path,
+                                        class_index=class_index, rank=rank))
         else:
             summary.failed += 1
             if len(summary.failures) < 1000:
                 summary.failures.append((result.item.path, error))
-            record = _record(result, explainer, options, None, None, error)
-        manifest.append(record)
+            manifest.append(_record(result, explainer, options, None, None, error))
+        pending.popleft()
+        targets.pop(result.item.path, None)
         reporter.advance(result)
 
+    stream = explain_stream(to_process(), explainer, options.batch_size, options.workers)
     try:
-        stream = explain_stream(to_process(), explainer, options.batch_size, options.workers)
         for result in stream:
-            future = None
+            future, renders = None, []
             if result.error is None:
                 output, map_path = targets[result.item.path]
-                future = writers.submit(_write, result, output, map_path, options)
-            pending.append((result, future))
+                if result.ranked is None:
+                    renders = [(None, result.class_index, result.heatmap, output, map_path)]
+                else:
+                    renders = ranked_outputs(output, map_path, result.ranked,
+                                             explainer.loaded.labels)
+                future = writers.submit(_write, result, renders, options)
+            pending.append((result, renders, future))
             while pending and (len(pending) > 2 * options.batch_size
-                               or pending[0][1] is None or pending[0][1].done()):
+                               or pending[0][2] is None or pending[0][2].done()):
                 finish_oldest()
+            if stop_requested is not None and stop_requested():
+                summary.interrupted = True
+                break
     except KeyboardInterrupt:
         summary.interrupted = True
     finally:
+        stream.close()  # stop decoding ahead
         while pending:
             finish_oldest()
         writers.shutdown(wait=True)
@@ -267,38 +308,53 @@ def run_batch(inputs: Sequence[str], explainer: Explainer, options: BatchOptions
     return summary
 
 
-def _complete(previous: tuple, output: str, map_path: str | None) -> bool:
-    recorded_output, recorded_map = previous
-    if recorded_output != output or not os.path.isfile(output):
-        return False
-    if map_path is not None:
-        return recorded_map == map_path and os.path.isfile(map_path)
-    return True
+def _complete(previous: dict, output: str, map_path: str | None,
+              top_k_maps: int | None) -> bool:
+    """Whether the recorded outputs of an input are what this run would write, on disk."""
+    if top_k_maps is None:
+        if previous.get(None) != (output, map_path):
+            return False
+        files = [(output, map_path)]
+    else:
+        # Ranked names contain the predicted labels, known only after the model ran:
+        # check that every rank is recorded and its files exist.
+        if any(rank not in previous for rank in range(1, top_k_maps + 1)):
+            return False
+        files = [previous[rank] for rank in range(1, top_k_maps + 1)]
+        if any((recorded_map is None) != (map_path is None) for _, recorded_map in files):
+            return False
+    return all(os.path.isfile(out) and (npy is None or os.path.isfile(npy))
+               for out, npy in files)
 
 
-def _write(result: ImageResult, output: str, map_path: str | None,
-           options: BatchOptions) -> None:
-    picture = render.overlay(result.image, result.heatmap, options.alpha, options.colormap)
-    write_atomic(output, render.encode_jpeg(picture, options.quality))
-    if map_path is not None:
-        write_atomic(map_path, render.encode_npy(result.heatmap.astype("float32")))
+def _write(result: ImageResult, renders: list[tuple], options: BatchOptions) -> None:
+    for _rank, _class_index, heatmap, output, map_path in renders:
+        picture = render.overlay(result.image, heatmap, options.alpha, options.colormap)
+        write_atomic(output, render.encode_jpeg(picture, options.quality))
+        if map_path is not None:
+            write_atomic(map_path, render.encode_npy(heatmap.astype("float32")))
     result.image = None  # the photo is no longer needed; free it before the record is made
 
 
 def _record(result: ImageResult, explainer: Explainer, options: BatchOptions,
-            output: str | None, map_path: str | None, error: str | None = None) -> dict:
+            output: str | None, map_path: str | None, error: str | None = None,
+            class_index: int | None = None, rank: int | None = None) -> dict:
     labels = explainer.loaded.labels
     ok = error is None
-    return {
+    class_index = result.class_index if class_index is None else class_index
+    record = {
         "input": result.item.path,
         "output": output,
         "map": map_path,
         "model": explainer.loaded.name,
         "layer": explainer.layer,
         "method": explainer.method_name,
-        "class_index": result.class_index if ok else None,
-        "label": labels.name(result.class_index) if ok else None,
-        "score": result.score if ok else None,
-        "top": result.top(options.top_k, labels) if ok else [],
+        "class_index": class_index if ok else None,
+        "label": labels.name(class_index) if ok else None,
+        "score": float(result.probabilities[class_index]) if ok else None,
+        "top": result.top(max(options.top_k, explainer.top_k_maps or 0), labels) if ok else [],
         "error": error,
     }
+    if explainer.top_k_maps is not None:
+        record["rank"] = rank
+    return record

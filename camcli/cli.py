@@ -8,12 +8,15 @@ command bodies, so ``camcli --help`` and ``--version`` are instant.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import functools
 import json
 import logging
 import os
+import signal
 import sys
+import threading
 
 import click
 
@@ -24,7 +27,8 @@ log = logging.getLogger("camcli")
 
 # Kept in sync with camcli.methods.METHODS / camcli.models.preprocess / camcli.render by a
 # test; importing those here would import NumPy and OpenCV for --help.
-METHOD_NAMES = ("cam", "gradcam")
+METHOD_NAMES = ("cam", "gradcam", "gradcam++", "xgradcam", "hirescam", "layercam", "eigencam",
+                "scorecam")
 PREPROCESS_NAMES = ("caffe", "tf", "torch", "scale01", "none")
 EXIT_INTERRUPTED = 130
 
@@ -145,14 +149,46 @@ def _check_colormap(ctx: click.Context, param: click.Parameter, value: str) -> s
     return name
 
 
+def method_options(command):
+    """--top-k-maps, --max-maps, --scorecam-batch (``explain`` and ``batch``)."""
+    options = [
+        click.option("--top-k-maps", type=click.IntRange(min=1), default=None, metavar="K",
+                     help="One overlay per each of the top-K classes, named "
+                          "<name>.<rank>-<label>.jpg; one manifest record each, with 'rank'."),
+        click.option("--max-maps", type=click.IntRange(min=1), default=None, metavar="K",
+                     help="scorecam: keep the K activation maps of highest variance (Faster "
+                          "Score-CAM). [default: all channels]"),
+        click.option("--scorecam-batch", type=click.IntRange(min=1), default=None, metavar="N",
+                     help="scorecam: masked images per forward pass. [default: 64]"),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
 def _explainer(method: str | None, model_name, weights, labels_file, preprocess, layer,
-               class_spec, device, **_):
+               class_spec, device, max_maps=None, scorecam_batch=None, top_k_maps=None, **_):
     _configure_logging(_verbosity())
     from camcli.pipeline import open_explainer
 
+    method_args = None
+    if method == "scorecam":
+        method_args = {"batch_size": scorecam_batch or 64, "max_maps": max_maps,
+                       "progress": _mask_progress}
+    elif max_maps is not None or scorecam_batch is not None:
+        raise UsageFailure("--max-maps and --scorecam-batch apply to --method scorecam only")
     return open_explainer(model=model_name, weights=weights, labels_file=labels_file,
                           preprocess=preprocess, layer=layer, class_spec=class_spec,
-                          device=device, method=method)
+                          device=device, method=method, method_options=method_args,
+                          top_k_maps=top_k_maps)
+
+
+def _mask_progress(total: int):
+    """Score-CAM's inner progress bar (masked images of the current batch)."""
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit="mask", desc="scorecam", leave=False, file=sys.stderr,
+                disable=_verbosity() < 0, position=1, dynamic_ncols=True)
 
 
 # -- commands ------------------------------------------------------------------------------
@@ -229,13 +265,17 @@ def _print_table_row(row: dict) -> None:
         click.echo(f"  {rank}. {label:<30} {probability:7.2%}  (class {index})")
 
 
-def _single_image_command(method: str):
-    def command(images, output, out_dir, batch_size, alpha, colormap, quality, **model_args):
+def _single_image_command(fixed_method: str | None):
+    def command(images, output, out_dir, batch_size, alpha, colormap, quality, method=None,
+                **model_args):
         from camcli.inputs import check_inputs, discover
         from camcli.single import explain_images
 
+        method = fixed_method or method
         if output and out_dir:
             raise UsageFailure("give either -o/--output (one image) or --out (a folder)")
+        if output and model_args.get("top_k_maps"):
+            raise UsageFailure("--top-k-maps writes several files: use --out DIR, not -o")
         check_inputs(images)
         items = list(discover(images))
         if output and len(items) != 1:
@@ -256,20 +296,26 @@ def _single_image_command(method: str):
     return command
 
 
-def _add_single_image_command(method: str, short_help: str, doc: str) -> None:
-    command = _single_image_command(method)
+def _add_single_image_command(name: str, fixed_method: str | None, short_help: str,
+                              doc: str) -> None:
+    command = _single_image_command(fixed_method)
     command.__doc__ = doc
-    command.__name__ = method
+    command.__name__ = name
     command = translate_errors(command)
     command = render_options(command)
+    if fixed_method is None:
+        command = method_options(command)
+        command = click.option("--method", default="gradcam", show_default=True,
+                               type=click.Choice(METHOD_NAMES),
+                               help="The method (see README's method table).")(command)
+    stem = f"<stem>_{fixed_method or '<method>'}.jpg"
     command = click.option("--out", "out_dir", type=click.Path(file_okay=False),
                            help="Folder for the overlays (several images).")(command)
     command = click.option("-o", "--output", type=click.Path(dir_okay=False),
-                           help=f"Output file (one image). [default: <stem>_{method}.jpg]",
-                           )(command)
+                           help=f"Output file (one image). [default: {stem}]")(command)
     command = model_options(command)
     command = click.argument("images", nargs=-1, required=True)(command)
-    main.command(name=method, short_help=short_help)(command)
+    main.command(name=name, short_help=short_help)(command)
 
 
 _CAM_HELP = """CAM overlays (Zhou et al. 2016) for one or more images.
@@ -283,9 +329,19 @@ _GRADCAM_HELP = """Grad-CAM overlays (Selvaraju et al. 2017) for one or more ima
     Channel weights are the spatial mean of the gradient of the class's pre-softmax logit;
     works on any convolutional layer of any model (--layer).
     """
-_add_single_image_command("cam", "CAM overlays (Zhou et al. 2016), one per image.", _CAM_HELP)
-_add_single_image_command("gradcam", "Grad-CAM overlays (Selvaraju et al. 2017), one per image.",
+_EXPLAIN_HELP = """Overlays by any method (--method) for one or more images.
+
+    \b
+    Methods: cam, gradcam, gradcam++, xgradcam, hirescam, layercam, eigencam, scorecam.
+    Writes <stem>_<method>.jpg per image (--top-k-maps: <stem>_<method>.<rank>-<label>.jpg).
+    """
+_add_single_image_command("cam", "cam", "CAM overlays (Zhou et al. 2016), one per image.",
+                          _CAM_HELP)
+_add_single_image_command("gradcam", "gradcam",
+                          "Grad-CAM overlays (Selvaraju et al. 2017), one per image.",
                           _GRADCAM_HELP)
+_add_single_image_command("explain", None, "Overlays by any CAM method, one per image.",
+                          _EXPLAIN_HELP)
 
 
 @main.command()
@@ -317,7 +373,8 @@ def models(fmt):
 @click.argument("inputs", nargs=-1, required=True)
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
               help="Output folder; mirrors the input tree.")
-@click.option("--method", default="gradcam", show_default=True, type=click.Choice(METHOD_NAMES))
+@click.option("--method", default="gradcam", show_default=True, type=click.Choice(METHOD_NAMES),
+              help="The method (see README's method table).")
 @click.option("--pattern", "patterns", multiple=True, metavar="GLOB",
               help="File names to take when walking folders, e.g. '*.png' (repeatable; "
                    "case-insensitive). [default: common image extensions]")
@@ -327,6 +384,7 @@ def models(fmt):
               help="Classes listed in each manifest record's 'top'.")
 @click.option("--workers", default=2, show_default=True, type=click.IntRange(min=1),
               help="Threads decoding and writing images.")
+@method_options
 @model_options
 @render_options
 @translate_errors
@@ -346,7 +404,9 @@ def batch(inputs, out_dir, method, patterns, save_maps, overwrite, top_k, worker
     options = BatchOptions(out_dir=out_dir, patterns=patterns or None, save_maps=save_maps,
                            overwrite=overwrite, alpha=alpha, colormap=colormap, quality=quality,
                            batch_size=batch_size, top_k=top_k, workers=workers)
-    summary = run_batch(inputs, explainer, options, _ProgressBar(quiet=_verbosity() < 0))
+    with _graceful_ctrl_c() as stop:
+        summary = run_batch(inputs, explainer, options, _ProgressBar(quiet=_verbosity() < 0),
+                            stop_requested=stop.is_set)
     click.echo(
         f"camcli: {summary.total} inputs: {summary.written} written, {summary.skipped} "
         f"already done, {summary.failed} failed in {summary.seconds:.1f} s "
@@ -357,6 +417,29 @@ def batch(inputs, out_dir, method, patterns, save_maps, overwrite, top_k, worker
     if summary.interrupted:
         sys.exit(EXIT_INTERRUPTED)
     sys.exit(1 if summary.failed else 0)
+
+
+@contextlib.contextmanager
+def _graceful_ctrl_c():
+    """First Ctrl-C: finish the images in flight, record them, stop. Second: abort."""
+    stop = threading.Event()
+
+    def handler(signum, frame):
+        if stop.is_set():
+            raise KeyboardInterrupt
+        stop.set()
+        click.echo("\ncamcli: stopping after the images in flight (Ctrl-C again to abort)",
+                   err=True)
+
+    try:
+        previous = signal.signal(signal.SIGINT, handler)
+    except ValueError:  # not the main thread (e.g. embedded): plain KeyboardInterrupt
+        yield stop
+        return
+    try:
+        yield stop
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 class _ProgressBar:

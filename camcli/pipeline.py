@@ -9,6 +9,7 @@ overlay per image, ``batch`` adds output mirroring, a manifest and resume (`camc
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 from collections import deque
@@ -19,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from camcli.backend import tensorflow
-from camcli.errors import ImageError
+from camcli.errors import ImageError, UsageProblem
 from camcli.images import load_rgb, resize_for_model
 from camcli.inputs import InputItem
 from camcli.methods import METHODS, TOP1, Explanation, Predictor
@@ -39,20 +40,34 @@ class Explainer:
             found automatically).
         class_spec: the class to explain for every image (index, WordNet id or name);
             None explains each image's top-1 prediction.
+        device: TensorFlow device name to run on (None: TensorFlow's choice).
+        method_options: keyword arguments for the method (Score-CAM: ``batch_size``,
+            ``max_maps``, ``progress``).
+        top_k_maps: also explain each image's top-K classes, one map per class.
 
     Raises:
         LayerError, CamNotApplicable, ClassError: the request does not fit the model.
+        UsageProblem: conflicting options.
     """
 
     def __init__(self, loaded: LoadedModel, method: str | None = "gradcam",
                  layer: str | None = None, class_spec: str | int | None = None,
-                 device: str | None = None):
+                 device: str | None = None, method_options: dict | None = None,
+                 top_k_maps: int | None = None):
         self.loaded = loaded
         self.device = device
         self.method_name = method
+        if top_k_maps is not None and class_spec is not None:
+            raise UsageProblem("--top-k-maps explains the top classes: it cannot go with --class")
+        if top_k_maps is not None and not method:
+            raise UsageProblem("--top-k-maps needs a method")
         source = "--layer" if layer else f"the registered layer of {loaded.name}"
         self.graph = graph.build(loaded.model, layer or loaded.default_layer, source)
-        self.method = METHODS[method](self.graph) if method else Predictor(self.graph)
+        self.method = (METHODS[method](self.graph, **(method_options or {})) if method
+                       else Predictor(self.graph))
+        if top_k_maps is not None:
+            top_k_maps = min(top_k_maps, self.graph.num_classes)
+        self.top_k_maps = top_k_maps
         self.class_index = (
             TOP1 if class_spec is None
             else loaded.labels.resolve(class_spec, self.graph.num_classes)
@@ -63,12 +78,31 @@ class Explainer:
         return self.graph.layer
 
     def __call__(self, resized: np.ndarray) -> Explanation:
-        """Explain a float32 RGB batch already resized to the model's input size."""
+        """Explain a float32 RGB batch already resized to the model's input size.
+
+        With ``top_k_maps``, the explanation's ``ranked_classes`` / ``ranked_maps`` hold one
+        map per top class (rank 1 first), each from its own pass of the method.
+        """
         batch = preprocess(self.loaded.preprocess, resized)
-        if self.device is None:
-            return self.method(batch, self.class_index)
-        with tensorflow().device(self.device):
-            return self.method(batch, self.class_index)
+        with contextlib.ExitStack() as stack:
+            if self.device is not None:
+                stack.enter_context(tensorflow().device(self.device))
+            explanation = self.method(batch, self.class_index)
+            if self.top_k_maps:
+                self._rank(batch, explanation)
+        return explanation
+
+    def _rank(self, batch: np.ndarray, explanation: Explanation) -> None:
+        order = np.argsort(-explanation.probabilities, axis=1, kind="stable")
+        ranked = order[:, :self.top_k_maps].astype(np.int32)
+        maps = [explanation.maps]  # rank 1 is the top-1 map already computed
+        for rank in range(1, ranked.shape[1]):
+            if not self.method.class_specific:
+                maps.append(explanation.maps)  # e.g. EigenCAM: the same map for any class
+            else:
+                maps.append(self.method(batch, ranked[:, rank]).maps)
+        explanation.ranked_classes = ranked
+        explanation.ranked_maps = np.stack(maps, axis=1)
 
 
 @dataclass
@@ -81,6 +115,7 @@ class ImageResult:
         probabilities: class probabilities; None on error.
         class_index: the explained class; None on error.
         heatmap: the [0, 1] map at feature-map resolution; None on error or when predicting.
+        ranked: with --top-k-maps, ``[(class_index, heatmap), ...]`` for ranks 1..K.
         error: why the input failed (None when it did not).
     """
 
@@ -89,6 +124,7 @@ class ImageResult:
     probabilities: np.ndarray | None = None
     class_index: int | None = None
     heatmap: np.ndarray | None = None
+    ranked: list[tuple[int, np.ndarray]] | None = None
     error: str | None = None
 
     @property
@@ -163,13 +199,19 @@ def _run_batch(submitted, explainer: Explainer) -> list[ImageResult]:
             result.class_index = int(explanation.class_index[row])
             if explanation.maps is not None:
                 result.heatmap = explanation.maps[row]
+            if explanation.ranked_maps is not None:
+                result.ranked = [(int(c), m) for c, m in zip(explanation.ranked_classes[row],
+                                                             explanation.ranked_maps[row],
+                                                             strict=True)]
     return results
 
 
 def open_explainer(model: str | None = None, weights: str | None = "imagenet",
                    labels_file: str | None = None, preprocess: str | None = None,
                    layer: str | None = None, class_spec: str | int | None = None,
-                   device: str | None = None, method: str | None = "gradcam") -> Explainer:
+                   device: str | None = None, method: str | None = "gradcam",
+                   method_options: dict | None = None,
+                   top_k_maps: int | None = None) -> Explainer:
     """Pick the device, load the model and split it at the target layer, in that order.
 
     Args: as the CLI's shared options (``None``: the default).
@@ -184,4 +226,4 @@ def open_explainer(model: str | None = None, weights: str | None = "imagenet",
     log.info("model: %s (input %dx%d, preprocessing %s)", loaded.name, loaded.input_size[1],
              loaded.input_size[0], loaded.preprocess)
     return Explainer(loaded, method=method, layer=layer, class_spec=class_spec,
-                     device=device_name)
+                     device=device_name, method_options=method_options, top_k_maps=top_k_maps)

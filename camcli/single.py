@@ -1,4 +1,4 @@
-"""``camcli cam`` / ``camcli gradcam``: one overlay per image, named after the image.
+"""``camcli cam`` / ``gradcam`` / ``explain``: one overlay per image, named after it.
 
 Default name ``<stem>_<method>.jpg`` in the current folder (or in ``out_dir``); inputs from
 sub-folders keep their relative folder, so two ``x.jpg`` never overwrite each other.
@@ -12,13 +12,14 @@ from dataclasses import dataclass
 
 from camcli import render
 from camcli.atomic import write_atomic
+from camcli.batch import ranked_outputs
 from camcli.inputs import InputItem
 from camcli.pipeline import Explainer, explain_stream
 
 
 @dataclass
 class Written:
-    """One image's outcome: the overlay written and the class explained, or an error."""
+    """One overlay's outcome: the file written and the class explained, or an error."""
 
     input: str
     output: str | None = None
@@ -26,6 +27,7 @@ class Written:
     label: str | None = None
     score: float | None = None
     error: str | None = None
+    rank: int | None = None
 
 
 def output_path(item: InputItem, method: str, output: str | None = None,
@@ -48,15 +50,21 @@ def explain_images(items: Iterable[InputItem], explainer: Explainer, method: str
             yield Written(result.item.path, error=result.error)
             continue
         path = output_path(result.item, method, output, out_dir)
-        try:
-            picture = render.overlay(result.image, result.heatmap, alpha, colormap)
-            write_atomic(path, render.encode_jpeg(picture, quality))
-        except OSError as exc:
-            yield Written(result.item.path, error=f"cannot write {path}: {exc.strerror or exc}")
-            continue
-        except Exception as exc:  # e.g. cv2.error: this image fails, the others go on
-            yield Written(result.item.path,
-                          error=f"cannot render {path} ({type(exc).__name__}: {exc})")
-            continue
-        yield Written(result.item.path, path, result.class_index,
-                      labels.name(result.class_index), result.score)
+        if result.ranked is None:
+            renders = [(None, result.class_index, result.heatmap, path, None)]
+        else:
+            renders = ranked_outputs(path, None, result.ranked, labels)
+        for rank, class_index, heatmap, target, _ in renders:
+            try:
+                picture = render.overlay(result.image, heatmap, alpha, colormap)
+                write_atomic(target, render.encode_jpeg(picture, quality))
+            except OSError as exc:
+                error = f"cannot write {target}: {exc.strerror or exc}"
+                yield Written(result.item.path, error=error, rank=rank)
+                continue
+            except Exception as exc:  # e.g. cv2.error: this image fails, the others go on
+                error = f"cannot render {target} ({type(exc).__name__}: {exc})"
+                yield Written(result.item.path, error=error, rank=rank)
+                continue
+            yield Written(result.item.path, target, class_index, labels.name(class_index),
+                          float(result.probabilities[class_index]), rank=rank)

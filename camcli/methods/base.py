@@ -30,12 +30,16 @@ class Explanation:
             only predicting).
         maps: ``(n, h, w)`` float32 maps in [0, 1]; an image with no positive evidence has
             an all-zero map.
+        ranked_classes: ``(n, k)`` with top-k maps: each image's top-k classes.
+        ranked_maps: ``(n, k, h, w)`` their maps.
     """
 
     probabilities: np.ndarray
     class_index: np.ndarray
     raw_maps: np.ndarray | None = None
     maps: np.ndarray | None = None
+    ranked_classes: np.ndarray | None = None
+    ranked_maps: np.ndarray | None = None
 
 
 #: A requested class of -1 means "the top-1 prediction" (the default).
@@ -51,7 +55,12 @@ class BaseCAM:
 
     name: ClassVar[str] = ""
     paper: ClassVar[str] = ""
+    #: cost per image, for the README and ``camcli methods``
+    cost: ClassVar[str] = "1 forward"
+    use_when: ClassVar[str] = ""
     needs_gradients: ClassVar[bool] = False
+    #: False for methods whose map does not depend on the class (EigenCAM)
+    class_specific: ClassVar[bool] = True
 
     def __init__(self, graph: ExplainGraph):
         self.graph = graph
@@ -72,6 +81,14 @@ class BaseCAM:
         """
         raise NotImplementedError
 
+    def raw_map(self, features, gradients, class_index):
+        """The map before ReLU and normalisation: the weighted sum of the feature maps."""
+        tf = tensorflow()
+        weights = self.weights(features, gradients, class_index)
+        if weights.shape.rank == 2:
+            return tf.einsum("nhwc,nc->nhw", features, weights)
+        return tf.reduce_sum(features * weights, axis=-1)
+
     # -- shared work ------------------------------------------------------------------
 
     def _explain(self, x, requested):
@@ -85,12 +102,7 @@ class BaseCAM:
         else:
             features, probabilities, class_index, _ = forward(self.graph, x, requested)
             gradients = None
-        features = tf.cast(features, tf.float32)
-        weights = self.weights(features, gradients, class_index)
-        if weights.shape.rank == 2:
-            raw = tf.einsum("nhwc,nc->nhw", features, weights)
-        else:
-            raw = tf.reduce_sum(features * weights, axis=-1)
+        raw = self.raw_map(tf.cast(features, tf.float32), gradients, class_index)
         return probabilities, class_index, raw, normalise(raw)
 
     def __call__(self, batch: np.ndarray, class_index: int | np.ndarray = TOP1) -> Explanation:

@@ -13,7 +13,9 @@ from camcli.methods.base import BaseCAM
 
 class CAM(BaseCAM):
     name = "cam"
-    paper = "Zhou et al. 2016, Learning Deep Features for Discriminative Localization"
+    paper = "Zhou et al., Learning Deep Features for Discriminative Localization, CVPR 2016"
+    cost = "1 forward"
+    use_when = "GAP -> Dense models: the cheapest class-specific map"
 
     def check(self) -> None:
         if self.graph.cam_kernel is None:
