@@ -353,3 +353,71 @@ def test_h5_model_file(keras, photos, tmp_path):
                   str(tmp_path / "o.jpg"), "--device", "cpu"])
     assert result.exit_code == 0, result.output
     assert (tmp_path / "o.jpg").exists()
+
+
+def test_explain_any_method_into_a_folder(photos, tmp_path, model_args):
+    out = tmp_path / "x"
+    for method in ("gradcam++", "eigencam"):
+        result = run(["explain", "--method", method, str(photos / "red.jpg"), "--out", str(out),
+                      *model_args])
+        assert result.exit_code == 0, result.output
+        with Image.open(out / f"red_{method}.jpg") as overlay:
+            assert overlay.size == (64, 48)
+    scored = run(["explain", "--method", "scorecam", "--max-maps", "2", "--scorecam-batch", "3",
+                  str(photos / "red.jpg"), "-o", str(tmp_path / "s.jpg"), "-q", *model_args])
+    assert scored.exit_code == 0, scored.output
+    assert (tmp_path / "s.jpg").exists()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--method", "gradcam", "--max-maps", "3"],
+     "Error: --max-maps and --scorecam-batch apply to --method scorecam only"),
+    (["--top-k-maps", "2", "--class", "1"],
+     "Error: --top-k-maps explains the top classes: it cannot go with --class"),
+    (["--top-k-maps", "2", "-o", "one.jpg"],
+     "Error: --top-k-maps writes several files: use --out DIR, not -o"),
+])
+def test_explain_refuses_conflicting_options(photos, model_args, args, message):
+    result = run(["explain", str(photos / "red.jpg"), *args, *model_args])
+    assert result.exit_code == 2
+    assert result.stderr.strip().splitlines()[-1] == message
+
+
+def test_explain_top_k_maps_names_files_by_rank_and_label(photos, tmp_path, model_args):
+    result = run(["explain", "--method", "hirescam", "--top-k-maps", "2", str(photos / "red.jpg"),
+                  "--out", str(tmp_path / "k"), *model_args])
+    assert result.exit_code == 0, result.output
+    names = sorted(p.name for p in (tmp_path / "k").iterdir())
+    assert len(names) == 2
+    assert names[0].startswith("red_hirescam.1-") and names[1].startswith("red_hirescam.2-")
+    assert all(n.split("-", 1)[1].removesuffix(".jpg").endswith("_thing") for n in names)
+
+
+def test_batch_top_k_maps_records_one_row_per_rank_and_resumes(photos, tmp_path, model_args):
+    out = tmp_path / "ranked"
+    args = ["batch", str(photos / "red.jpg"), str(photos / "sub" / "green.png"), "--out",
+            str(out), "--method", "gradcam", "--top-k-maps", "3", "--save-maps", *model_args]
+    result = run(args)
+    assert result.exit_code == 0, result.output
+    rows = manifest(out)
+    assert [(os.path.basename(r["input"]), r["rank"]) for r in rows] == [
+        ("red.jpg", 1), ("red.jpg", 2), ("red.jpg", 3),
+        ("green.png", 1), ("green.png", 2), ("green.png", 3)]
+    for row in rows:
+        assert row["class_index"] == row["top"][row["rank"] - 1][0]
+        assert row["score"] == pytest.approx(row["top"][row["rank"] - 1][2])
+        label = row["label"].replace(" ", "_")
+        stem = os.path.splitext(os.path.relpath(row["input"], photos))[0]
+        assert row["output"] == str(out / f"{stem}.{row['rank']}-{label}.jpg")
+        assert row["map"] == str(out / f"{stem}.{row['rank']}-{label}.npy")
+        assert os.path.isfile(row["output"]) and os.path.isfile(row["map"])
+    maps = [np.load(r["map"]) for r in rows[:3]]
+    assert not np.allclose(maps[0], maps[1])  # a different class, a different map
+
+    again = run(args)
+    assert "2 inputs: 0 written, 2 already done" in again.stderr
+    fewer = run([("2" if a == "3" and args[i - 1] == "--top-k-maps" else a)
+                 for i, a in enumerate(args)])
+    assert "2 inputs: 0 written, 2 already done" in fewer.stderr  # ranks 1-2 are on disk
+    plain = run(["batch", str(photos / "red.jpg"), "--out", str(out), *model_args])
+    assert "1 inputs: 1 written, 0 already done" in plain.stderr  # a different kind of run

@@ -9,8 +9,17 @@ import pytest
 from conftest import gap_model, seeded_weights
 from test_methods import conv3x3_same_relu, normalised
 
-from camcli.methods import (CAM, METHODS, EigenCAM, GradCAM, GradCAMPlusPlus, HiResCAM,
-                            LayerCAM, ScoreCAM, XGradCAM)
+from camcli.methods import (
+    CAM,
+    METHODS,
+    EigenCAM,
+    GradCAM,
+    GradCAMPlusPlus,
+    HiResCAM,
+    LayerCAM,
+    ScoreCAM,
+    XGradCAM,
+)
 from camcli.models import graph
 
 CLASSES = np.array([0, 3, 1, 2], dtype=np.int32)  # a different class per image
