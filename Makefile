@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 
 .DEFAULT_GOAL := help
-.PHONY: help venv install dev demo test lint clean
+.PHONY: help venv install dev demo test lint bench clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -28,11 +28,14 @@ demo: install  ## heatmaps for sample_images/ into heatmaps/
 	@echo "      with what the model predicted in $(CURDIR)/heatmaps/manifest.jsonl"
 
 test: dev  ## lint, then run the whole test suite
-	$(BIN)/ruff check camcli tests
+	$(BIN)/ruff check camcli tests bench
 	$(BIN)/python -m pytest
 
+bench: install  ## speed of every method vs. a plain forward pass (prints a table)
+	$(BIN)/python bench/methods.py
+
 lint: dev  ## ruff only
-	$(BIN)/ruff check camcli tests
+	$(BIN)/ruff check camcli tests bench
 
 clean:  ## remove the virtualenv, caches and demo output
 	rm -rf $(VENV) heatmaps .pytest_cache .ruff_cache *.egg-info

@@ -369,6 +369,15 @@ def models(fmt):
     click.echo("\n* default. 'cam: no' models are explained with gradcam.")
 
 
+@main.command()
+@verbosity_options
+def methods():
+    """List the CAM methods: paper, cost per image, when to use each (Markdown)."""
+    from camcli.methods import methods_table
+
+    click.echo(methods_table())
+
+
 @main.command(short_help="Explain a folder tree, glob or file list into --out, with a manifest.")
 @click.argument("inputs", nargs=-1, required=True)
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),

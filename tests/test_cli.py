@@ -421,3 +421,13 @@ def test_batch_top_k_maps_records_one_row_per_rank_and_resumes(photos, tmp_path,
     assert "2 inputs: 0 written, 2 already done" in fewer.stderr  # ranks 1-2 are on disk
     plain = run(["batch", str(photos / "red.jpg"), "--out", str(out), *model_args])
     assert "1 inputs: 1 written, 0 already done" in plain.stderr  # a different kind of run
+
+
+def test_readme_method_table_is_the_registry():
+    from camcli.methods import methods_table
+
+    readme = (REPO / "README.md").read_text()
+    start = readme.index("<!-- methods-table -->\n") + len("<!-- methods-table -->\n")
+    end = readme.index("\n<!-- /methods-table -->")
+    assert readme[start:end] == methods_table()
+    assert run(["methods"]).stdout.strip() == methods_table()

@@ -16,3 +16,11 @@ METHODS: dict[str, type[BaseCAM]] = {
 
 __all__ = ["METHODS", "TOP1", "BaseCAM", "CAM", "EigenCAM", "Explanation", "GradCAM",
            "GradCAMPlusPlus", "HiResCAM", "LayerCAM", "Predictor", "ScoreCAM", "XGradCAM"]
+
+
+def methods_table() -> str:
+    """The README's method table (Markdown), rendered from the registry."""
+    rows = ["| method | paper | cost per image | when to use |", "| --- | --- | --- | --- |"]
+    for method in METHODS.values():
+        rows.append(f"| `{method.name}` | {method.paper} | {method.cost} | {method.use_when} |")
+    return "\n".join(rows)

@@ -1,0 +1,83 @@
+"""Benchmark: throughput of every CAM method relative to a plain forward pass.
+
+Run by ``make bench``. All timings come from one process on the same preprocessed batch
+(model and method work only: no decoding or writing), after a warm-up call that traces
+the TensorFlow function. Prints a Markdown table.
+
+    python bench/methods.py [--model efficientnet-lite0] [--images 128] [--batch-size 32]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import numpy as np  # noqa: E402
+
+from camcli.methods import METHODS, Predictor  # noqa: E402
+from camcli.models import load  # noqa: E402
+from camcli.models.preprocess import preprocess  # noqa: E402
+from camcli.pipeline import Explainer  # noqa: E402
+
+
+def throughput(step, batches, repeats: int) -> float:
+    step(batches[0])  # warm-up: traces the tf.function
+    best = float("inf")
+    for _ in range(repeats):
+        started = time.perf_counter()
+        for batch in batches:
+            step(batch)
+        best = min(best, time.perf_counter() - started)
+    return sum(len(b) for b in batches) / best
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="efficientnet-lite0")
+    parser.add_argument("--weights", default="imagenet")
+    parser.add_argument("--images", type=int, default=128)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--scorecam-images", type=int, default=2,
+                        help="Score-CAM is C forward passes per image: time it on fewer")
+    parser.add_argument("--scorecam-max-maps", type=int, default=128,
+                        help="the Faster Score-CAM row's --max-maps")
+    args = parser.parse_args()
+
+    loaded = load(args.model, weights=args.weights)
+    rng = np.random.default_rng(0)
+    images = rng.uniform(0, 255, (args.images, *loaded.input_size, 3)).astype(np.float32)
+    batches = [preprocess(loaded.preprocess, images[i:i + args.batch_size])
+               for i in range(0, args.images, args.batch_size)]
+
+    explainer = Explainer(loaded, method=None)
+    forward = throughput(Predictor(explainer.graph), batches, args.repeats)
+    print(f"camcli method benchmark — model {loaded.name}, {args.images} images of "
+          f"{loaded.input_size[1]}x{loaded.input_size[0]}, batch {args.batch_size}, "
+          f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs\n")
+    print("| method | images/s | time per image vs. forward pass |")
+    print("| --- | ---: | ---: |")
+    print(f"| forward pass only | {forward:.1f} | 1.00x |")
+    channels = int(explainer.graph.model.outputs[0].shape[-1])
+    runs = [(name, {}) for name in METHODS if name != "scorecam"]
+    runs += [("scorecam", {"max_maps": None}), ("scorecam", {"max_maps": args.scorecam_max_maps})]
+    for name, options in runs:
+        if name == "cam" and explainer.graph.cam_kernel is None:
+            print("| cam | n/a (no GAP -> Dense head) | |")
+            continue
+        label, todo, repeats = name, batches, args.repeats
+        if name == "scorecam":
+            kept = options["max_maps"] or channels
+            label = f"scorecam ({kept} of {channels} maps; {args.scorecam_images} images)"
+            todo, repeats = [batches[0][:args.scorecam_images]], 1
+        method = METHODS[name](explainer.graph, **options)
+        rate = throughput(method, todo, repeats)
+        print(f"| {label} | {rate:.2f} | {forward / rate:.2f}x |")
+
+
+if __name__ == "__main__":
+    main()
