@@ -7,7 +7,9 @@ files give their first frame. Anything unreadable raises `ImageError` naming the
 
 from __future__ import annotations
 
+import os
 import re
+import stat
 import warnings
 
 import cv2
@@ -29,9 +31,13 @@ def load_rgb(path: str) -> np.ndarray:
     """Decode an image file into an upright ``(height, width, 3)`` uint8 RGB array.
 
     Raises:
-        ImageError: the file is missing, empty, not an image, truncated or too large.
+        ImageError: the file is missing, not a regular file, empty, not an image,
+            truncated or too large.
     """
     try:
+        mode = os.stat(path).st_mode
+        if not stat.S_ISREG(mode):  # a FIFO would block open() forever
+            raise ImageError(path, "not a regular file")
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(path) as image:
