@@ -15,6 +15,7 @@ from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
+from click.testing import CliRunner  # noqa: E402
 from PIL import Image  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
@@ -47,6 +48,42 @@ def gap_model(keras, size=8, channels=4, classes=3, activation="softmax", seed=0
     model = keras.Model(inputs, outputs, name="tiny_gap")
     seeded_weights(model, seed)
     return model
+
+
+@pytest.fixture(scope="session")
+def model_files(keras, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("models")
+    gap = folder / "tiny_gap.keras"
+    gap_model(keras, size=32, channels=6, classes=3, seed=1).save(gap)
+    inputs = keras.Input((32, 32, 3))
+    x = keras.layers.Conv2D(4, 3, name="conv")(inputs)
+    x = keras.layers.Flatten()(x)
+    flat = folder / "tiny_flat.keras"
+    keras.Model(inputs, keras.layers.Dense(3, activation="softmax")(x)).save(flat)
+    labels = folder / "labels.txt"
+    labels.write_text("red thing\ngreen thing\nblue thing\n")
+    return {"gap": str(gap), "flat": str(flat), "labels": str(labels)}
+
+
+@pytest.fixture
+def model_args(model_files):
+    return ["--model", model_files["gap"], "--labels", model_files["labels"],
+            "--preprocess", "scale01", "--device", "cpu"]
+
+
+def run(args, cwd=None):
+    """Invoke the real CLI in-process (stdout and stderr kept apart), optionally in ``cwd``."""
+    from camcli.cli import main
+
+    runner = CliRunner()
+    if cwd is None:
+        return runner.invoke(main, args, catch_exceptions=False)
+    previous = os.getcwd()
+    os.chdir(cwd)
+    try:
+        return runner.invoke(main, args, catch_exceptions=False)
+    finally:
+        os.chdir(previous)
 
 
 def write_image(path: Path, size=(64, 48), color=(200, 30, 30), mode="RGB", fmt=None) -> Path:

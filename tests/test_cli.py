@@ -9,47 +9,13 @@ import sys
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
-from conftest import REPO, SAMPLES, gap_model, write_image
+from conftest import REPO, SAMPLES, gap_model, run, write_image
 from PIL import Image
 
 from camcli.cli import main
 
 MANIFEST_FIELDS = {"input", "output", "map", "model", "layer", "method", "class_index", "label",
                    "score", "top", "error"}
-
-
-@pytest.fixture(scope="module")
-def model_files(keras, tmp_path_factory):
-    folder = tmp_path_factory.mktemp("models")
-    gap = folder / "tiny_gap.keras"
-    gap_model(keras, size=32, channels=6, classes=3, seed=1).save(gap)
-    inputs = keras.Input((32, 32, 3))
-    x = keras.layers.Conv2D(4, 3, name="conv")(inputs)
-    x = keras.layers.Flatten()(x)
-    flat = folder / "tiny_flat.keras"
-    keras.Model(inputs, keras.layers.Dense(3, activation="softmax")(x)).save(flat)
-    labels = folder / "labels.txt"
-    labels.write_text("red thing\ngreen thing\nblue thing\n")
-    return {"gap": str(gap), "flat": str(flat), "labels": str(labels)}
-
-
-@pytest.fixture
-def model_args(model_files):
-    return ["--model", model_files["gap"], "--labels", model_files["labels"],
-            "--preprocess", "scale01", "--device", "cpu"]
-
-
-def run(args, cwd=None):
-    runner = CliRunner()
-    if cwd is None:
-        return runner.invoke(main, args, catch_exceptions=False)
-    previous = os.getcwd()
-    os.chdir(cwd)
-    try:
-        return runner.invoke(main, args, catch_exceptions=False)
-    finally:
-        os.chdir(previous)
 
 
 @pytest.fixture

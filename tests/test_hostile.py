@@ -12,9 +12,8 @@ import zlib
 import cv2
 import numpy as np
 import pytest
-from conftest import write_image
+from conftest import run, write_image
 from PIL import Image
-from test_cli import model_args, model_files, run  # noqa: F401  (fixtures)
 
 
 def png_header_only(width: int, height: int) -> bytes:
