@@ -116,6 +116,9 @@ def model_options(command):
                      help="Where to run. [default: $CAMCLI_DEVICE, else auto]"),
         click.option("--batch-size", default=32, show_default=True,
                      type=click.IntRange(min=1), help="Images per forward pass."),
+        click.option("--unsafe-model-code", is_flag=True,
+                     help="Run Python code stored in a model file (Lambda layers). Model "
+                          "files are loaded safely without it; use only for files you trust."),
     ]
     for option in reversed(options):
         command = option(command)
@@ -167,7 +170,8 @@ def method_options(command):
 
 
 def _explainer(method: str | None, model_name, weights, labels_file, preprocess, layer,
-               class_spec, device, max_maps=None, scorecam_batch=None, top_k_maps=None, **_):
+               class_spec, device, unsafe_model_code=False, max_maps=None, scorecam_batch=None,
+               top_k_maps=None, **_):
     _configure_logging(_verbosity())
     from camcli.pipeline import open_explainer
 
@@ -180,7 +184,7 @@ def _explainer(method: str | None, model_name, weights, labels_file, preprocess,
     return open_explainer(model=model_name, weights=weights, labels_file=labels_file,
                           preprocess=preprocess, layer=layer, class_spec=class_spec,
                           device=device, method=method, method_options=method_args,
-                          top_k_maps=top_k_maps)
+                          top_k_maps=top_k_maps, unsafe_model_code=unsafe_model_code)
 
 
 def _mask_progress(total: int):

@@ -211,7 +211,8 @@ def open_explainer(model: str | None = None, weights: str | None = "imagenet",
                    layer: str | None = None, class_spec: str | int | None = None,
                    device: str | None = None, method: str | None = "gradcam",
                    method_options: dict | None = None,
-                   top_k_maps: int | None = None) -> Explainer:
+                   top_k_maps: int | None = None,
+                   unsafe_model_code: bool = False) -> Explainer:
     """Pick the device, load the model and split it at the target layer, in that order.
 
     Args: as the CLI's shared options (``None``: the default).
@@ -222,7 +223,7 @@ def open_explainer(model: str | None = None, weights: str | None = "imagenet",
     device_name = select_device(device)
     with tensorflow().device(device_name):
         loaded = load(model or DEFAULT_MODEL, weights=weights, preprocess=preprocess,
-                      labels_file=labels_file)
+                      labels_file=labels_file, unsafe_model_code=unsafe_model_code)
     log.info("model: %s (input %dx%d, preprocessing %s)", loaded.name, loaded.input_size[1],
              loaded.input_size[0], loaded.preprocess)
     return Explainer(loaded, method=method, layer=layer, class_spec=class_spec,

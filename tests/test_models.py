@@ -71,8 +71,22 @@ def test_unsafe_lambda_model_is_refused(keras, tmp_path):
     outputs = keras.layers.Lambda(lambda x: x * 2)(inputs)
     path = tmp_path / "lambda.keras"
     keras.Model(inputs, outputs).save(path)
-    with pytest.raises(ModelError, match=f"cannot load model file {path}: .*"):
+    with pytest.raises(ModelError) as info:
         load(str(path))
+    assert str(info.value) == (
+        f"cannot load model file {path}: it holds Python code (a Lambda layer), which camcli "
+        "does not run by default; if you trust the file, pass --unsafe-model-code")
+
+
+def test_unsafe_model_code_is_an_explicit_choice(keras, tmp_path, caplog):
+    inputs = keras.Input((8, 8, 3))
+    x = keras.layers.Lambda(lambda t: t * 2)(inputs)
+    x = keras.layers.Conv2D(2, 3, name="conv")(x)
+    path = tmp_path / "lambda.keras"
+    keras.Model(inputs, keras.layers.Dense(2)(keras.layers.Flatten()(x))).save(path)
+    loaded = load(str(path), unsafe_model_code=True)
+    assert loaded.model.get_layer("conv") is not None
+    assert "Python code stored in the file will run" in caplog.text
 
 
 def test_unknown_names():

@@ -134,6 +134,7 @@ def load(
     weights: str | None = "imagenet",
     preprocess: str | None = None,
     labels_file: str | None = None,
+    unsafe_model_code: bool = False,
 ) -> LoadedModel:
     """Load a built-in model by name or a ``.keras`` / ``.h5`` model file.
 
@@ -145,6 +146,8 @@ def load(
             default for files: ``none``).
         labels_file: one class name per line; default: ImageNet names for 1000-class
             models, else ``class_<i>``.
+        unsafe_model_code: load model files with Keras' ``safe_mode=False``, running any
+            Python code (``Lambda`` layers) stored in them. Only for files you trust.
 
     Raises:
         UnknownModel: neither a built-in name nor an existing model file.
@@ -160,7 +163,7 @@ def load(
     elif os.path.isfile(name):
         if weights not in (None, "imagenet", "none"):
             raise UsageProblem("--weights applies to built-in models; a model file has its own")
-        loaded = _load_file(name)
+        loaded = _load_file(name, unsafe_model_code)
     elif name.lower().endswith(MODEL_FILE_SUFFIXES) or os.sep in name:
         raise UnknownModel(f"model file not found: {name}")
     else:
@@ -221,13 +224,23 @@ def _load_builtin(spec: ModelSpec, weights: str | None) -> LoadedModel:
                        labels_mod.generic(0), spec.target_layer)
 
 
-def _load_file(path: str) -> LoadedModel:
+def _load_file(path: str, unsafe_model_code: bool = False) -> LoadedModel:
     import keras
 
+    if unsafe_model_code:
+        log.warning("loading %s with --unsafe-model-code: Python code stored in the file "
+                    "will run", path)
     try:
-        model = keras.saving.load_model(path, compile=False, safe_mode=True)
+        model = keras.saving.load_model(path, compile=False, safe_mode=not unsafe_model_code)
     except Exception as exc:
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        text = str(exc).strip()
+        if "safe_mode" in text:
+            raise ModelError(
+                f"cannot load model file {path}: it holds Python code (a Lambda layer), which "
+                "camcli does not run by default; if you trust the file, pass "
+                "--unsafe-model-code"
+            ) from None
+        first_line = text.splitlines()[0] if text else type(exc).__name__
         raise ModelError(f"cannot load model file {path}: {first_line}") from None
     if not getattr(model, "inputs", None):
         raise ModelError(f"model file {path} holds a model without a defined input shape")
