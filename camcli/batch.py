@@ -10,6 +10,8 @@ are on disk.
 
 from __future__ import annotations
 
+import errno
+import hashlib
 import json
 import logging
 import os
@@ -47,6 +49,7 @@ class BatchOptions:
     batch_size: int = 32
     top_k: int = 5
     workers: int = 2
+    shard: tuple[int, int] | None = None  # (K, N), 1 <= K <= N
 
 
 @dataclass
@@ -95,7 +98,13 @@ class Manifest:
                     os.write(self._fd, b"\n")
 
     def append(self, record: dict) -> None:
-        os.write(self._fd, (json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8"))
+        line = (json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8")
+        try:
+            os.write(self._fd, line)
+        except OSError as exc:
+            raise OutputError(f"cannot write the manifest {self.path}: "
+                              f"{exc.strerror or exc}; run the same command again to resume "
+                              "once it can be written") from None
 
     def sync(self) -> None:
         os.fsync(self._fd)
@@ -167,6 +176,25 @@ def ranked_outputs(output: str, map_path: str | None, ranked: list, labels) -> l
     return rows
 
 
+def in_shard(relative: str, shard: tuple[int, int] | None) -> bool:
+    """Whether an input belongs to shard (K, N): a stable hash of its path without the
+    extension, so inputs that share an output name (``x.png``, ``x.jpg``) share a shard."""
+    if shard is None:
+        return True
+    index, count = shard
+    stem = os.path.splitext(relative)[0].encode("utf-8", "surrogateescape")
+    return int.from_bytes(hashlib.sha1(stem).digest()[:8], "big") % count == index - 1
+
+
+def manifest_name(shard: tuple[int, int] | None) -> str:
+    """``manifest.jsonl``, or ``manifest.K-of-N.jsonl`` for one shard of a split run."""
+    return MANIFEST_NAME if shard is None else f"manifest.{shard[0]}-of-{shard[1]}.jsonl"
+
+
+#: Write errors that are about the output location, not the input: they stop the run.
+_FATAL_WRITE_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS}
+
+
 def _check_writable(out_dir: str) -> None:
     try:
         os.makedirs(out_dir, exist_ok=True)
@@ -214,20 +242,33 @@ def run_batch(inputs: Sequence[str], explainer: Explainer, options: BatchOptions
     ``interrupted`` (the CLI's Ctrl-C handler sets it). A KeyboardInterrupt is handled
     the same way, as well as it can be.
 
+    With ``options.shard = (K, N)`` only the K-th of N disjoint parts of the inputs is
+    processed and recorded in ``manifest.K-of-N.jsonl``, so N processes can share one
+    input tree and one output folder.
+
     Raises:
         InputNotFound: an input names nothing (before any work).
-        OutputError: the output folder cannot be written (before any work).
+        OutputError: the output folder cannot be written (before any work), or the disk
+            filled up / became read-only during the run (after recording what was done).
     """
     reporter = reporter or Reporter()
     check_inputs(inputs)
     _check_writable(options.out_dir)
     started = time.perf_counter()
-    manifest_path = os.path.join(options.out_dir, MANIFEST_NAME)
+    manifest_path = os.path.join(options.out_dir, manifest_name(options.shard))
     summary = BatchSummary(manifest=manifest_path)
-    done = {} if options.overwrite else _done_records(manifest_path, explainer)
+    done = {}
+    if not options.overwrite:
+        done = _done_records(manifest_path, explainer)
+        if options.shard is not None:  # an unsharded run before this one counts too
+            main = _done_records(os.path.join(options.out_dir, MANIFEST_NAME), explainer)
+            done = {**main, **done}
+    fatal: list[OSError] = []
 
     def found() -> Iterator[InputItem]:
-        return discover(inputs, options.patterns, exclude=options.out_dir)
+        for item in discover(inputs, options.patterns, exclude=options.out_dir):
+            if in_shard(item.relative, options.shard):
+                yield item
 
     summary.total = sum(1 for _ in found())
     reporter.start(summary.total)
@@ -259,6 +300,13 @@ def run_batch(inputs: Sequence[str], explainer: Explainer, options: BatchOptions
             try:
                 future.result()
             except OSError as exc:
+                if exc.errno in _FATAL_WRITE_ERRORS:
+                    # Not this input's fault: leave it unrecorded (it is redone on resume)
+                    # and stop the run.
+                    fatal.append(exc)
+                    pending.popleft()
+                    targets.pop(result.item.path, None)
+                    return
                 error = f"cannot write output: {exc.strerror or exc}"
             except Exception as exc:  # e.g. cv2.error: this input fails, the run goes on
                 error = f"cannot render output ({type(exc).__name__}: {exc})"
@@ -295,6 +343,8 @@ def run_batch(inputs: Sequence[str], explainer: Explainer, options: BatchOptions
             if stop_requested is not None and stop_requested():
                 summary.interrupted = True
                 break
+            if fatal:
+                break
     except KeyboardInterrupt:
         summary.interrupted = True
     finally:
@@ -305,6 +355,11 @@ def run_batch(inputs: Sequence[str], explainer: Explainer, options: BatchOptions
         manifest.close()
         reporter.close()
     summary.seconds = time.perf_counter() - started
+    if fatal:
+        reason = fatal[0].strerror or str(fatal[0])
+        raise OutputError(
+            f"cannot write to {options.out_dir}: {reason}. {summary.written} inputs were "
+            "written and recorded before it; run the same command again to resume")
     return summary
 
 

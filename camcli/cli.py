@@ -14,6 +14,7 @@ import functools
 import json
 import logging
 import os
+import re
 import signal
 import sys
 import threading
@@ -140,6 +141,15 @@ def render_options(command):
     for option in reversed(options):
         command = option(command)
     return command
+
+
+def _parse_shard(ctx: click.Context, param: click.Parameter, value: str | None):
+    if value is None:
+        return None
+    match = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", value)
+    if not match or not 1 <= int(match.group(1)) <= int(match.group(2)):
+        raise click.BadParameter(f"{value!r} is not K/N with 1 <= K <= N (e.g. 3/8)")
+    return int(match.group(1)), int(match.group(2))
 
 
 def _check_colormap(ctx: click.Context, param: click.Parameter, value: str) -> str:
@@ -397,12 +407,16 @@ def methods():
               help="Classes listed in each manifest record's 'top'.")
 @click.option("--workers", default=2, show_default=True, type=click.IntRange(min=1),
               help="Threads decoding and writing images.")
+@click.option("--shard", default=None, metavar="K/N", callback=_parse_shard,
+              help="Process only the K-th of N disjoint parts of the inputs (stable by "
+                   "relative path), recorded in manifest.K-of-N.jsonl: N processes or array "
+                   "jobs can share one tree and one --out.")
 @method_options
 @model_options
 @render_options
 @translate_errors
-def batch(inputs, out_dir, method, patterns, save_maps, overwrite, top_k, workers, batch_size,
-          alpha, colormap, quality, **model_args):
+def batch(inputs, out_dir, method, patterns, save_maps, overwrite, top_k, workers, shard,
+          batch_size, alpha, colormap, quality, **model_args):
     """Explain every image under INPUT... (folders, quoted globs, files) into --out.
 
     Writes OUT/<relative path>.jpg per input (extension replaced by .jpg) and one JSON line
@@ -416,7 +430,7 @@ def batch(inputs, out_dir, method, patterns, save_maps, overwrite, top_k, worker
     explainer = _explainer(method, **model_args)
     options = BatchOptions(out_dir=out_dir, patterns=patterns or None, save_maps=save_maps,
                            overwrite=overwrite, alpha=alpha, colormap=colormap, quality=quality,
-                           batch_size=batch_size, top_k=top_k, workers=workers)
+                           batch_size=batch_size, top_k=top_k, workers=workers, shard=shard)
     with _graceful_ctrl_c() as stop:
         summary = run_batch(inputs, explainer, options, _ProgressBar(quiet=_verbosity() < 0),
                             stop_requested=stop.is_set)

@@ -388,3 +388,38 @@ def test_readme_method_table_is_the_registry():
     end = readme.index("\n<!-- /methods-table -->")
     assert readme[start:end] == methods_table()
     assert run(["methods"]).stdout.strip() == methods_table()
+
+
+def test_concurrent_shards_share_one_output_folder(tmp_path, model_args):
+    photos = tmp_path / "tree"
+    for i in range(24):
+        write_image(photos / f"c{i % 3}" / f"{i:02d}.jpg", size=(30 + i, 20))
+    out = tmp_path / "out"
+    processes = [subprocess.Popen([sys.executable, "-m", "camcli", "batch", str(photos), "--out",
+                                   str(out), "--shard", f"{k}/3", "-q", *model_args],
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                  cwd=REPO)
+                 for k in (1, 2, 3)]
+    for process in processes:
+        _, err = process.communicate(timeout=300)
+        assert process.returncode == 0, err[-2000:]
+    parts = [out / f"manifest.{k}-of-3.jsonl" for k in (1, 2, 3)]
+    assert not (out / "manifest.jsonl").exists()
+    inputs = []
+    for part in parts:
+        with open(part, encoding="utf-8") as f:
+            rows = [json.loads(line) for line in f]  # every line parses: no interleaving
+        assert rows and all(r["error"] is None and os.path.isfile(r["output"]) for r in rows)
+        inputs += [r["input"] for r in rows]
+    assert sorted(inputs) == sorted(str(p) for p in photos.rglob("*.jpg"))  # each exactly once
+
+    again = run(["batch", str(photos), "--out", str(out), "--shard", "2/3", *model_args])
+    assert "0 written" in again.stderr and "already done" in again.stderr
+
+
+@pytest.mark.parametrize("value", ["0/3", "4/3", "3", "a/b"])
+def test_bad_shard_is_a_usage_error(tmp_path, model_args, value):
+    result = run(["batch", str(tmp_path), "--out", str(tmp_path / "o"), "--shard", value,
+                  *model_args])
+    assert result.exit_code == 2
+    assert "is not K/N with 1 <= K <= N" in result.stderr

@@ -81,3 +81,46 @@ def test_stream_keeps_input_order_across_batches(explainer, tmp_path):
     assert all(r.heatmap.shape == (16, 16) for i, r in enumerate(results) if i != 3)
     assert [r.image.shape[1] for i, r in enumerate(results) if i != 3] == [20, 21, 22, 24, 25, 26]
     assert np.allclose([r.probabilities.sum() for i, r in enumerate(results) if i != 3], 1.0)
+
+
+def test_disk_full_stops_the_run_and_resume_finishes_it(explainer, tmp_path, monkeypatch):
+    import errno
+
+    from camcli.errors import OutputError
+
+    for i in range(6):
+        write_image(tmp_path / "in6" / f"{i}.jpg")
+    out = tmp_path / "o"
+    real, calls = batch_mod.write_atomic, []
+
+    def filling_up(path, data):
+        calls.append(path)
+        if len(calls) > 2:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real(path, data)
+
+    monkeypatch.setattr(batch_mod, "write_atomic", filling_up)
+    with pytest.raises(OutputError) as info:
+        run_batch([str(tmp_path / "in6")], explainer, BatchOptions(out_dir=str(out), workers=1))
+    assert str(info.value) == (
+        f"cannot write to {out}: No space left on device. 2 inputs were written and recorded "
+        "before it; run the same command again to resume")
+    assert [r["error"] for r in records(out)] == [None, None]  # no error rows for the rest
+
+    monkeypatch.setattr(batch_mod, "write_atomic", real)
+    summary = run_batch([str(tmp_path / "in6")], explainer, BatchOptions(out_dir=str(out)))
+    assert (summary.skipped, summary.written, summary.failed) == (2, 4, 0)
+    assert sorted(p.name for p in out.glob("*.jpg")) == [f"{i}.jpg" for i in range(6)]
+
+
+def test_shards_partition_the_inputs_and_keep_name_collisions_together():
+    from camcli.batch import in_shard
+
+    names = [f"class_{c}/img_{i:04d}.jpg" for c in range(5) for i in range(200)]
+    owners = [[k for k in range(1, 5) if in_shard(n, (k, 4))] for n in names]
+    assert all(len(o) == 1 for o in owners)  # every input in exactly one shard
+    sizes = [sum(o == [k] for o in owners) for k in range(1, 5)]
+    assert min(sizes) > 200 and max(sizes) < 300  # roughly even
+    for k in range(1, 8):
+        assert in_shard("a/x.png", (k, 7)) == in_shard("a/x.jpg", (k, 7))
+    assert in_shard("anything.jpg", None)
