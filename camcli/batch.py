@@ -24,7 +24,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from camcli import render
-from camcli.atomic import write_atomic
+from camcli.atomic import remove_stale_temporaries, write_atomic
 from camcli.errors import OutputError
 from camcli.inputs import InputItem, check_inputs, discover
 from camcli.methods import TOP1
@@ -255,6 +255,9 @@ def run_batch(inputs: Sequence[str], explainer: Explainer, options: BatchOptions
     check_inputs(inputs)
     _check_writable(options.out_dir)
     started = time.perf_counter()
+    leftovers = remove_stale_temporaries(options.out_dir)
+    if leftovers:
+        log.info("removed %d temporary files left by an interrupted run", leftovers)
     manifest_path = os.path.join(options.out_dir, manifest_name(options.shard))
     summary = BatchSummary(manifest=manifest_path)
     done = {}

@@ -423,3 +423,61 @@ def test_bad_shard_is_a_usage_error(tmp_path, model_args, value):
                   *model_args])
     assert result.exit_code == 2
     assert "is not K/N with 1 <= K <= N" in result.stderr
+
+
+def test_sigkill_at_random_moments_then_resume(tmp_path, model_args):
+    """Killed five times mid-run, then run to completion: every input has exactly one
+    complete JPEG and exactly one record; nothing recorded was redone; no torn line."""
+    import random
+    import signal
+    import time
+
+    photos = tmp_path / "many"
+    for i in range(700):
+        write_image(photos / f"d{i % 7}" / f"{i:04d}.png", size=(40 + i % 9, 30))
+    out = tmp_path / "out"
+    manifest_path = out / "manifest.jsonl"
+    command = [sys.executable, "-m", "camcli", "batch", str(photos), "--out", str(out),
+               "--batch-size", "4", "-q", *model_args]
+    rng = random.Random(7)
+
+    def recorded():
+        if not manifest_path.exists():
+            return {}
+        rows = manifest(out)  # raises if a line is torn
+        return {r["input"]: os.stat(r["output"]).st_mtime_ns for r in rows}
+
+    kills, previous = 0, {}
+    while kills < 5:
+        before = len(recorded())
+        process = subprocess.Popen(command, stdout=subprocess.DEVNULL,
+                                   stderr=subprocess.DEVNULL, cwd=REPO)
+        target = before + rng.randint(1, 60)
+        deadline = time.monotonic() + 120
+        while process.poll() is None and time.monotonic() < deadline:
+            if manifest_path.exists() and len(manifest_path.read_bytes().splitlines()) >= target:
+                break
+            time.sleep(rng.uniform(0.0, 0.05))
+        if process.poll() is not None:
+            break  # finished before we could kill it: nothing left to test
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+        kills += 1
+        snapshot = recorded()
+        assert len(snapshot) >= before
+        for path, stamp in previous.items():
+            assert snapshot[path] == stamp, f"{path} was redone"
+        previous = snapshot
+    assert kills == 5
+
+    final = run(command[3:])  # the same batch arguments, in-process
+    assert final.exit_code == 0, final.output
+    rows = manifest(out)
+    assert len(rows) == len({r["input"] for r in rows}) == 700  # exactly one record each
+    for row in rows:
+        with Image.open(row["output"]) as overlay:
+            overlay.load()  # decodes completely
+    outputs = {r["input"]: r["output"] for r in rows}
+    for path, stamp in previous.items():
+        assert os.stat(outputs[path]).st_mtime_ns == stamp, f"{path} was redone"
+    assert not [p for p in out.rglob(".camcli-*")]  # the killed runs' temporaries are gone
