@@ -4,10 +4,10 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 
 .DEFAULT_GOAL := help
-.PHONY: help venv install dev demo test lint bench clean
+.PHONY: help venv install dev demo test lint bench bench-memory clean
 
 help:  ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -31,8 +31,12 @@ test: dev  ## lint, then run the whole test suite
 	$(BIN)/ruff check camcli tests bench
 	$(BIN)/python -m pytest
 
-bench: install  ## speed of every method vs. a plain forward pass (prints a table)
+bench: install  ## speed: batch vs. the model's ceiling and the naive loop; every method
+	$(BIN)/python bench/batch.py
 	$(BIN)/python bench/methods.py
+
+bench-memory: install  ## peak RSS of batch on 2,000 and 20,000 generated images
+	$(BIN)/python bench/batch.py --memory 2000,20000
 
 lint: dev  ## ruff only
 	$(BIN)/ruff check camcli tests bench

@@ -94,3 +94,53 @@ def _hide_other_devices(tf, keep: list) -> bool:
     except RuntimeError:  # TensorFlow already started: devices can no longer be hidden
         return False
     return True
+
+
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+_POLICIES = {"fp32": "float32", "bf16": "mixed_bfloat16", "fp16": "mixed_float16"}
+
+
+def cpu_has_fast_bf16() -> bool:
+    """Whether this CPU computes bfloat16 natively (AVX-512 BF16 or AMX), per /proc/cpuinfo."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next((line for line in f if line.startswith("flags")), "")
+    except OSError:
+        return False
+    return any(flag in flags.split() for flag in ("avx512_bf16", "amx_bf16"))
+
+
+def resolve_precision(precision: str, device: str) -> str:
+    """``auto`` -> ``fp16`` on a GPU, ``bf16`` on a CPU with native bfloat16, else ``fp32``.
+
+    Raises:
+        DeviceError: an unknown precision.
+    """
+    if precision not in PRECISIONS:
+        raise DeviceError(f"unknown precision {precision!r}: use {', '.join(PRECISIONS)}")
+    if precision != "auto":
+        return precision
+    if "GPU" in device:
+        return "fp16"
+    return "bf16" if cpu_has_fast_bf16() else "fp32"
+
+
+def apply_precision(model, precision: str) -> None:
+    """Set every layer's compute dtype (nested models included); variables stay float32.
+
+    Must run before the model is split (`camcli.models.graph.build`). Maps are computed in
+    float32 whatever the model computes in.
+    """
+    import keras
+
+    policy = _POLICIES[precision]
+    if precision == "fp32" and model.dtype_policy.name == "float32":
+        return
+    stack = [model]
+    while stack:
+        layer = stack.pop()
+        if isinstance(layer, keras.layers.InputLayer):
+            continue
+        layer.dtype_policy = policy
+        stack.extend(getattr(layer, "layers", []))
+    log.info("precision: %s (%s)", precision, policy)

@@ -117,6 +117,11 @@ def model_options(command):
                      help="Where to run. [default: $CAMCLI_DEVICE, else auto]"),
         click.option("--batch-size", default=32, show_default=True,
                      type=click.IntRange(min=1), help="Images per forward pass."),
+        click.option("--precision", default="auto", show_default=True,
+                     type=click.Choice(["auto", "fp32", "bf16", "fp16"]),
+                     help="Model compute precision: bf16 on CPUs with AVX-512 BF16/AMX, fp16 "
+                          "(mixed) on GPUs; auto picks what is fast and accurate here. Maps "
+                          "are always computed in fp32."),
         click.option("--unsafe-model-code", is_flag=True,
                      help="Run Python code stored in a model file (Lambda layers). Model "
                           "files are loaded safely without it; use only for files you trust."),
@@ -180,8 +185,8 @@ def method_options(command):
 
 
 def _explainer(method: str | None, model_name, weights, labels_file, preprocess, layer,
-               class_spec, device, unsafe_model_code=False, max_maps=None, scorecam_batch=None,
-               top_k_maps=None, **_):
+               class_spec, device, precision="auto", unsafe_model_code=False, max_maps=None,
+               scorecam_batch=None, top_k_maps=None, **_):
     _configure_logging(_verbosity())
     from camcli.pipeline import open_explainer
 
@@ -194,7 +199,8 @@ def _explainer(method: str | None, model_name, weights, labels_file, preprocess,
     return open_explainer(model=model_name, weights=weights, labels_file=labels_file,
                           preprocess=preprocess, layer=layer, class_spec=class_spec,
                           device=device, method=method, method_options=method_args,
-                          top_k_maps=top_k_maps, unsafe_model_code=unsafe_model_code)
+                          top_k_maps=top_k_maps, unsafe_model_code=unsafe_model_code,
+                          precision=precision)
 
 
 def _mask_progress(total: int):

@@ -212,18 +212,20 @@ def open_explainer(model: str | None = None, weights: str | None = "imagenet",
                    device: str | None = None, method: str | None = "gradcam",
                    method_options: dict | None = None,
                    top_k_maps: int | None = None,
-                   unsafe_model_code: bool = False) -> Explainer:
+                   unsafe_model_code: bool = False, precision: str = "fp32") -> Explainer:
     """Pick the device, load the model and split it at the target layer, in that order.
 
     Args: as the CLI's shared options (``None``: the default).
     """
-    from camcli.backend import select_device
+    from camcli.backend import apply_precision, resolve_precision, select_device
     from camcli.models import DEFAULT_MODEL, load
 
     device_name = select_device(device)
+    precision = resolve_precision(precision, device_name)
     with tensorflow().device(device_name):
         loaded = load(model or DEFAULT_MODEL, weights=weights, preprocess=preprocess,
                       labels_file=labels_file, unsafe_model_code=unsafe_model_code)
+        apply_precision(loaded.model, precision)
     log.info("model: %s (input %dx%d, preprocessing %s)", loaded.name, loaded.input_size[1],
              loaded.input_size[0], loaded.preprocess)
     return Explainer(loaded, method=method, layer=layer, class_spec=class_spec,

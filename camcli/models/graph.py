@@ -180,9 +180,10 @@ def _peel_output(calls: list[_Call], output):
     if isinstance(layer, (keras.layers.Activation, keras.layers.Softmax)):
         return producer.inputs[0], kind
     if isinstance(layer, keras.layers.Dense) and not getattr(layer, "quantization_mode", None):
-        logits = keras.ops.matmul(producer.inputs[0], layer.kernel)
+        features = producer.inputs[0]
+        logits = keras.ops.matmul(features, keras.ops.cast(layer.kernel, features.dtype))
         if layer.use_bias:
-            logits = logits + layer.bias
+            logits = logits + keras.ops.cast(layer.bias, features.dtype)
         return logits, kind
     return output, "raw"
 

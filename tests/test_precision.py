@@ -1,0 +1,50 @@
+"""--precision: bf16 maps agree with fp32 maps; auto picks per machine."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import SAMPLES
+
+from camcli import backend
+from camcli.errors import DeviceError
+from camcli.inputs import discover
+from camcli.models import load
+from camcli.pipeline import Explainer, explain_stream
+
+
+def explain_samples(precision: str, method: str):
+    loaded = load("efficientnet-lite0")
+    backend.apply_precision(loaded.model, precision)
+    explainer = Explainer(loaded, method=method)
+    photos = sorted(str(p) for p in SAMPLES.iterdir() if p.suffix in (".jpg", ".png"))
+    return {r.item.relative: r for r in explain_stream(discover(photos), explainer)}
+
+
+@pytest.mark.parametrize("method", ["cam", "gradcam"])
+def test_bf16_maps_correlate_with_fp32_and_top1_agrees(method):
+    full, half = explain_samples("fp32", method), explain_samples("bf16", method)
+    assert set(full) == set(half) and len(full) == 6
+    for name in full:
+        assert half[name].class_index == full[name].class_index, name
+        correlation = np.corrcoef(full[name].heatmap.ravel(), half[name].heatmap.ravel())[0, 1]
+        assert correlation >= 0.99, (name, correlation)
+        assert half[name].heatmap.dtype == np.float32
+
+
+def test_bf16_really_computes_in_bf16():
+    loaded = load("efficientnet-lite0")
+    backend.apply_precision(loaded.model, "bf16")
+    assert loaded.model.get_layer("top_conv").compute_dtype == "bfloat16"
+    assert loaded.model.get_layer("top_conv").kernel.dtype == "float32"  # variables stay fp32
+
+
+def test_auto_precision(monkeypatch):
+    assert backend.resolve_precision("auto", "/GPU:0") == "fp16"
+    monkeypatch.setattr(backend, "cpu_has_fast_bf16", lambda: True)
+    assert backend.resolve_precision("auto", "/CPU:0") == "bf16"
+    monkeypatch.setattr(backend, "cpu_has_fast_bf16", lambda: False)
+    assert backend.resolve_precision("auto", "/CPU:0") == "fp32"
+    assert backend.resolve_precision("fp16", "/CPU:0") == "fp16"
+    with pytest.raises(DeviceError, match="unknown precision 'fp8'"):
+        backend.resolve_precision("fp8", "/CPU:0")
