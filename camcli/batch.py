@@ -28,6 +28,7 @@ from camcli.atomic import remove_stale_temporaries, write_atomic
 from camcli.errors import OutputError
 from camcli.inputs import InputItem, check_inputs, discover
 from camcli.methods import TOP1
+from camcli.metrics import RunningMeans
 from camcli.pipeline import Explainer, ImageResult, explain_stream
 
 log = logging.getLogger("camcli")
@@ -64,6 +65,7 @@ class BatchSummary:
     seconds: float = 0.0
     manifest: str = ""
     failures: list[tuple[str, str]] = field(default_factory=list)
+    metrics: dict | None = None  # run means, see camcli.metrics.RunningMeans
 
     @property
     def images_per_second(self) -> float:
@@ -267,6 +269,7 @@ def run_batch(inputs: Sequence[str], explainer: Explainer, options: BatchOptions
             main = _done_records(os.path.join(options.out_dir, MANIFEST_NAME), explainer)
             done = {**main, **done}
     fatal: list[OSError] = []
+    means = RunningMeans()
 
     def found() -> Iterator[InputItem]:
         for item in discover(inputs, options.patterns, exclude=options.out_dir):
@@ -315,6 +318,7 @@ def run_batch(inputs: Sequence[str], explainer: Explainer, options: BatchOptions
                 error = f"cannot render output ({type(exc).__name__}: {exc})"
         if error is None:
             summary.written += 1
+            means.add(result.metrics)
             for rank, class_index, _, output, map_path in renders:
                 manifest.append(_record(result, explainer, options, output, map_path,
                                         class_index=class_index, rank=rank))
@@ -358,6 +362,7 @@ def run_batch(inputs: Sequence[str], explainer: Explainer, options: BatchOptions
         manifest.close()
         reporter.close()
     summary.seconds = time.perf_counter() - started
+    summary.metrics = means.result()
     if fatal:
         reason = fatal[0].strerror or str(fatal[0])
         raise OutputError(
@@ -411,6 +416,7 @@ def _record(result: ImageResult, explainer: Explainer, options: BatchOptions,
         "label": labels.name(class_index) if ok else None,
         "score": float(result.probabilities[class_index]) if ok else None,
         "top": result.top(max(options.top_k, explainer.top_k_maps or 0), labels) if ok else [],
+        "metrics": result.metrics if ok and rank in (None, 1) else None,
         "error": error,
     }
     if explainer.top_k_maps is not None:

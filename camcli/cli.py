@@ -186,7 +186,7 @@ def method_options(command):
 
 def _explainer(method: str | None, model_name, weights, labels_file, preprocess, layer,
                class_spec, device, precision="auto", unsafe_model_code=False, max_maps=None,
-               scorecam_batch=None, top_k_maps=None, **_):
+               scorecam_batch=None, top_k_maps=None, metrics_steps=None, **_):
     _configure_logging(_verbosity())
     from camcli.pipeline import open_explainer
 
@@ -200,7 +200,7 @@ def _explainer(method: str | None, model_name, weights, labels_file, preprocess,
                           preprocess=preprocess, layer=layer, class_spec=class_spec,
                           device=device, method=method, method_options=method_args,
                           top_k_maps=top_k_maps, unsafe_model_code=unsafe_model_code,
-                          precision=precision)
+                          precision=precision, metrics_steps=metrics_steps)
 
 
 def _mask_progress(total: int):
@@ -413,6 +413,11 @@ def methods():
               help="Classes listed in each manifest record's 'top'.")
 @click.option("--workers", default=2, show_default=True, type=click.IntRange(min=1),
               help="Threads decoding and writing images.")
+@click.option("--metrics", is_flag=True,
+              help="Also measure each map's faithfulness (deletion / insertion AUC, average "
+                   "drop, increase in confidence; see README) into the manifest.")
+@click.option("--metric-steps", default=20, show_default=True, type=click.IntRange(min=1),
+              help="Deletion / insertion steps per image (each costs 2 forward passes).")
 @click.option("--shard", default=None, metavar="K/N", callback=_parse_shard,
               help="Process only the K-th of N disjoint parts of the inputs (stable by "
                    "relative path), recorded in manifest.K-of-N.jsonl: N processes or array "
@@ -421,8 +426,8 @@ def methods():
 @model_options
 @render_options
 @translate_errors
-def batch(inputs, out_dir, method, patterns, save_maps, overwrite, top_k, workers, shard,
-          batch_size, alpha, colormap, quality, **model_args):
+def batch(inputs, out_dir, method, patterns, save_maps, overwrite, top_k, workers, metrics,
+          metric_steps, shard, batch_size, alpha, colormap, quality, **model_args):
     """Explain every image under INPUT... (folders, quoted globs, files) into --out.
 
     Writes OUT/<relative path>.jpg per input (extension replaced by .jpg) and one JSON line
@@ -433,7 +438,8 @@ def batch(inputs, out_dir, method, patterns, save_maps, overwrite, top_k, worker
     from camcli.inputs import check_inputs
 
     check_inputs(inputs)  # a missing path is reported before the model loads
-    explainer = _explainer(method, **model_args)
+    explainer = _explainer(method, metrics_steps=metric_steps if metrics else None,
+                           **model_args)
     options = BatchOptions(out_dir=out_dir, patterns=patterns or None, save_maps=save_maps,
                            overwrite=overwrite, alpha=alpha, colormap=colormap, quality=quality,
                            batch_size=batch_size, top_k=top_k, workers=workers, shard=shard)
@@ -447,6 +453,13 @@ def batch(inputs, out_dir, method, patterns, save_maps, overwrite, top_k, worker
         f"records in {summary.manifest}" + (" (interrupted)" if summary.interrupted else ""),
         err=True,
     )
+    if summary.metrics:
+        m = summary.metrics
+        click.echo(
+            f"camcli: metrics over {m['images']} images: deletion AUC {m['deletion_auc']:.3f} "
+            f"(lower is better), insertion AUC {m['insertion_auc']:.3f} (higher is better), "
+            f"average drop {m['average_drop']:.1f}% (lower is better), increase in "
+            f"confidence {m['increase']:.1f}% (higher is better)", err=True)
     if summary.interrupted:
         sys.exit(EXIT_INTERRUPTED)
     sys.exit(1 if summary.failed else 0)

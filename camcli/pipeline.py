@@ -44,6 +44,8 @@ class Explainer:
         method_options: keyword arguments for the method (Score-CAM: ``batch_size``,
             ``max_maps``, ``progress``).
         top_k_maps: also explain each image's top-K classes, one map per class.
+        metrics_steps: compute the faithfulness metrics (`camcli.metrics`) of each map
+            with this many deletion/insertion steps (None: no metrics).
 
     Raises:
         LayerError, CamNotApplicable, ClassError: the request does not fit the model.
@@ -53,7 +55,7 @@ class Explainer:
     def __init__(self, loaded: LoadedModel, method: str | None = "gradcam",
                  layer: str | None = None, class_spec: str | int | None = None,
                  device: str | None = None, method_options: dict | None = None,
-                 top_k_maps: int | None = None):
+                 top_k_maps: int | None = None, metrics_steps: int | None = None):
         self.loaded = loaded
         self.device = device
         self.method_name = method
@@ -61,6 +63,9 @@ class Explainer:
             raise UsageProblem("--top-k-maps explains the top classes: it cannot go with --class")
         if top_k_maps is not None and not method:
             raise UsageProblem("--top-k-maps needs a method")
+        if metrics_steps is not None and (not method or metrics_steps < 1):
+            raise UsageProblem("metrics need a method and at least one step")
+        self.metrics_steps = metrics_steps
         source = "--layer" if layer else f"the registered layer of {loaded.name}"
         self.graph = graph.build(loaded.model, layer or loaded.default_layer, source)
         self.method = (METHODS[method](self.graph, **(method_options or {})) if method
@@ -68,6 +73,7 @@ class Explainer:
         if top_k_maps is not None:
             top_k_maps = min(top_k_maps, self.graph.num_classes)
         self.top_k_maps = top_k_maps
+        self._scorer = Predictor(self.graph) if metrics_steps else None
         self.class_index = (
             TOP1 if class_spec is None
             else loaded.labels.resolve(class_spec, self.graph.num_classes)
@@ -91,6 +97,25 @@ class Explainer:
             if self.top_k_maps:
                 self._rank(batch, explanation)
         return explanation
+
+    def probability_of(self, resized: np.ndarray, classes: np.ndarray) -> np.ndarray:
+        """Probabilities of ``classes`` (one per image) for RGB [0, 255] model inputs."""
+        batch = preprocess(self.loaded.preprocess, resized)
+        with contextlib.ExitStack() as stack:
+            if self.device is not None:
+                stack.enter_context(tensorflow().device(self.device))
+            explanation = self._scorer(batch, np.asarray(classes, np.int32))
+        return explanation.probabilities[np.arange(len(batch)), explanation.class_index]
+
+    def faithfulness(self, resized: np.ndarray, explanation: Explanation):
+        """The metrics of each image's (rank-1) map: a `camcli.metrics.Faithfulness`."""
+        from camcli.metrics import faithfulness
+
+        rows = np.arange(len(resized))
+        original = explanation.probabilities[rows, explanation.class_index]
+        return faithfulness(self.probability_of, resized, explanation.maps,
+                            explanation.class_index, original, self.metrics_steps,
+                            batch_size=max(len(resized), 32))
 
     def _rank(self, batch: np.ndarray, explanation: Explanation) -> None:
         order = np.argsort(-explanation.probabilities, axis=1, kind="stable")
@@ -116,6 +141,7 @@ class ImageResult:
         class_index: the explained class; None on error.
         heatmap: the [0, 1] map at feature-map resolution; None on error or when predicting.
         ranked: with --top-k-maps, ``[(class_index, heatmap), ...]`` for ranks 1..K.
+        metrics: the faithfulness metrics of the (rank-1) map, when asked for.
         error: why the input failed (None when it did not).
     """
 
@@ -125,6 +151,7 @@ class ImageResult:
     class_index: int | None = None
     heatmap: np.ndarray | None = None
     ranked: list[tuple[int, np.ndarray]] | None = None
+    metrics: dict | None = None
     error: str | None = None
 
     @property
@@ -192,13 +219,17 @@ def _run_batch(submitted, explainer: Explainer) -> list[ImageResult]:
             good.append(len(results) - 1)
             tensors.append(resized)
     if good:
-        explanation = explainer(np.stack(tensors))
+        resized = np.stack(tensors)
+        explanation = explainer(resized)
+        scores = explainer.faithfulness(resized, explanation) if explainer.metrics_steps else None
         for row, position in enumerate(good):
             result = results[position]
             result.probabilities = explanation.probabilities[row]
             result.class_index = int(explanation.class_index[row])
             if explanation.maps is not None:
                 result.heatmap = explanation.maps[row]
+            if scores is not None:
+                result.metrics = scores.record(row)
             if explanation.ranked_maps is not None:
                 result.ranked = [(int(c), m) for c, m in zip(explanation.ranked_classes[row],
                                                              explanation.ranked_maps[row],
@@ -212,7 +243,8 @@ def open_explainer(model: str | None = None, weights: str | None = "imagenet",
                    device: str | None = None, method: str | None = "gradcam",
                    method_options: dict | None = None,
                    top_k_maps: int | None = None,
-                   unsafe_model_code: bool = False, precision: str = "fp32") -> Explainer:
+                   unsafe_model_code: bool = False, precision: str = "fp32",
+                   metrics_steps: int | None = None) -> Explainer:
     """Pick the device, load the model and split it at the target layer, in that order.
 
     Args: as the CLI's shared options (``None``: the default).
@@ -229,4 +261,5 @@ def open_explainer(model: str | None = None, weights: str | None = "imagenet",
     log.info("model: %s (input %dx%d, preprocessing %s)", loaded.name, loaded.input_size[1],
              loaded.input_size[0], loaded.preprocess)
     return Explainer(loaded, method=method, layer=layer, class_spec=class_spec,
-                     device=device_name, method_options=method_options, top_k_maps=top_k_maps)
+                     device=device_name, method_options=method_options, top_k_maps=top_k_maps,
+                     metrics_steps=metrics_steps)

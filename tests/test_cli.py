@@ -15,7 +15,7 @@ from PIL import Image
 from camcli.cli import main
 
 MANIFEST_FIELDS = {"input", "output", "map", "model", "layer", "method", "class_index", "label",
-                   "score", "top", "error"}
+                   "score", "top", "metrics", "error"}
 
 
 @pytest.fixture
@@ -481,3 +481,19 @@ def test_sigkill_at_random_moments_then_resume(tmp_path, model_args):
     for path, stamp in previous.items():
         assert os.stat(outputs[path]).st_mtime_ns == stamp, f"{path} was redone"
     assert not [p for p in out.rglob(".camcli-*")]  # the killed runs' temporaries are gone
+
+
+def test_batch_metrics_are_recorded_and_summarised(photos, tmp_path, model_args):
+    out = tmp_path / "m"
+    result = run(["batch", str(photos / "red.jpg"), str(photos / "sub" / "green.png"), "--out",
+                  str(out), "--metrics", "--metric-steps", "4", *model_args])
+    assert result.exit_code == 0, result.output
+    for row in manifest(out):
+        assert set(row["metrics"]) == {"deletion_auc", "insertion_auc", "average_drop",
+                                       "increase"}
+        assert 0.0 <= row["metrics"]["deletion_auc"] <= 1.0
+        assert 0.0 <= row["metrics"]["average_drop"] <= 100.0
+    assert "camcli: metrics over 2 images: deletion AUC " in result.stderr
+    assert "increase in confidence" in result.stderr
+    run(["batch", str(photos / "red.jpg"), "--out", str(tmp_path / "p"), *model_args])
+    assert manifest(tmp_path / "p")[0]["metrics"] is None
