@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 
 .DEFAULT_GOAL := help
-.PHONY: help venv install dev demo test lint bench bench-memory clean
+.PHONY: help venv install dev demo test lint bench bench-memory chromium clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -27,9 +27,18 @@ demo: install  ## heatmaps for sample_images/ into heatmaps/
 	@echo "Done: the overlays are in $(CURDIR)/heatmaps/ (one JPEG per photo in sample_images/),"
 	@echo "      with what the model predicted in $(CURDIR)/heatmaps/manifest.jsonl"
 
-test: dev  ## lint, then run the whole test suite
+test: dev chromium  ## lint, then run the whole test suite
 	$(BIN)/ruff check camcli tests bench
 	$(BIN)/python -m pytest
+
+# The HTML report's browser test needs Chromium (Debian package). Installed where this
+# user may (root, apt); elsewhere that one test is skipped with its reason.
+chromium:
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || \
+	  { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) \
+	    >/dev/null 2>&1 && echo "make: installed chromium for the report's browser test"; } || \
+	  echo "make: chromium not installed: the report's browser test will be skipped"
 
 bench: install  ## speed: batch vs. the model's ceiling and the naive loop; every method
 	$(BIN)/python bench/batch.py

@@ -390,6 +390,24 @@ def models(fmt):
 
 
 @main.command()
+@click.argument("out_dir", type=click.Path(exists=True, file_okay=False))
+@verbosity_options
+@translate_errors
+def report(out_dir):
+    """Write OUT_DIR/index.html: a self-contained gallery of a batch run.
+
+    Thumbnails of each photo and overlay, predicted and explained classes, metrics and
+    errors; sort, filter and pages. Opens offline, from a file:// URL.
+    """
+    from camcli.report import build_report
+
+    made = build_report(out_dir)
+    click.echo(made.path)
+    click.echo(f"camcli: report of {made.items} records ({made.errors} errors); "
+               f"{made.thumbnails_made} thumbnails made", err=True)
+
+
+@main.command()
 @verbosity_options
 def methods():
     """List the CAM methods: paper, cost per image, when to use each (Markdown)."""
@@ -418,6 +436,8 @@ def methods():
                    "drop, increase in confidence; see README) into the manifest.")
 @click.option("--metric-steps", default=20, show_default=True, type=click.IntRange(min=1),
               help="Deletion / insertion steps per image (each costs 2 forward passes).")
+@click.option("--report", "make_report", is_flag=True,
+              help="Also write OUT/index.html, the run's gallery (see camcli report).")
 @click.option("--shard", default=None, metavar="K/N", callback=_parse_shard,
               help="Process only the K-th of N disjoint parts of the inputs (stable by "
                    "relative path), recorded in manifest.K-of-N.jsonl: N processes or array "
@@ -427,7 +447,8 @@ def methods():
 @render_options
 @translate_errors
 def batch(inputs, out_dir, method, patterns, save_maps, overwrite, top_k, workers, metrics,
-          metric_steps, shard, batch_size, alpha, colormap, quality, **model_args):
+          metric_steps, make_report, shard, batch_size, alpha, colormap, quality,
+          **model_args):
     """Explain every image under INPUT... (folders, quoted globs, files) into --out.
 
     Writes OUT/<relative path>.jpg per input (extension replaced by .jpg) and one JSON line
@@ -460,6 +481,10 @@ def batch(inputs, out_dir, method, patterns, save_maps, overwrite, top_k, worker
             f"(lower is better), insertion AUC {m['insertion_auc']:.3f} (higher is better), "
             f"average drop {m['average_drop']:.1f}% (lower is better), increase in "
             f"confidence {m['increase']:.1f}% (higher is better)", err=True)
+    if make_report:
+        from camcli.report import build_report
+
+        click.echo(f"camcli: report in {build_report(out_dir, workers).path}", err=True)
     if summary.interrupted:
         sys.exit(EXIT_INTERRUPTED)
     sys.exit(1 if summary.failed else 0)
