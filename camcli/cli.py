@@ -286,8 +286,8 @@ def _print_table_row(row: dict) -> None:
 
 
 def _single_image_command(fixed_method: str | None):
-    def command(images, output, out_dir, batch_size, alpha, colormap, quality, method=None,
-                **model_args):
+    def command(images, output, out_dir, panel, batch_size, alpha, colormap, quality,
+                method=None, **model_args):
         from camcli.inputs import check_inputs, discover
         from camcli.single import explain_images
 
@@ -304,7 +304,7 @@ def _single_image_command(fixed_method: str | None):
         failed = 0
         for written in explain_images(items, explainer, method, output=output, out_dir=out_dir,
                                       batch_size=batch_size, alpha=alpha, colormap=colormap,
-                                      quality=quality):
+                                      quality=quality, panel=panel):
             if written.error:
                 failed += 1
                 click.echo(f"Error: {written.input}: {written.error}", err=True)
@@ -329,6 +329,10 @@ def _add_single_image_command(name: str, fixed_method: str | None, short_help: s
                                type=click.Choice(METHOD_NAMES),
                                help="The method (see README's method table).")(command)
     stem = f"<stem>_{fixed_method or '<method>'}.jpg"
+    command = click.option("--panel", is_flag=True,
+                           help="Write original | heatmap | overlay side by side, with the "
+                                "class and probability written above (for bug reports).",
+                           )(command)
     command = click.option("--out", "out_dir", type=click.Path(file_okay=False),
                            help="Folder for the overlays (several images).")(command)
     command = click.option("-o", "--output", type=click.Path(dir_okay=False),

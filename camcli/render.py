@@ -48,3 +48,25 @@ def encode_npy(array: np.ndarray) -> bytes:
     buffer = io.BytesIO()
     np.save(buffer, array, allow_pickle=False)
     return buffer.getvalue()
+
+
+def panel(rgb: np.ndarray, heatmap: np.ndarray, caption: str, alpha: float = 0.4,
+          colormap: str = "jet") -> np.ndarray:
+    """original | heatmap | overlay side by side under a caption bar; BGR uint8.
+
+    Each pane has the photo's size; the bar's height follows the photo's width.
+    """
+    from PIL import Image, ImageDraw, ImageFont
+
+    height, width = rgb.shape[:2]
+    photo = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
+    coloured = colorize(heatmap, (width, height), colormap)
+    blended = cv2.addWeighted(coloured, float(alpha), photo, 1.0 - float(alpha), 0.0)
+    panes = np.hstack([photo, coloured, blended])
+    font_size = max(12, min(48, 3 * width // 40))
+    bar_height = int(font_size * 1.8)
+    bar = Image.new("RGB", (panes.shape[1], bar_height), (32, 32, 32))
+    font = ImageFont.load_default(size=font_size)
+    ImageDraw.Draw(bar).text((font_size // 2, (bar_height - font_size) // 2), caption,
+                             fill=(255, 255, 255), font=font)
+    return np.vstack([cv2.cvtColor(np.asarray(bar), cv2.COLOR_RGB2BGR), panes])

@@ -41,9 +41,10 @@ def output_path(item: InputItem, method: str, output: str | None = None,
 
 def explain_images(items: Iterable[InputItem], explainer: Explainer, method: str,
                    output: str | None = None, out_dir: str | None = None, batch_size: int = 32,
-                   alpha: float = 0.4, colormap: str = "jet",
-                   quality: int = 90) -> Iterator[Written]:
-    """Write one overlay per image; yields a `Written` per input, in order."""
+                   alpha: float = 0.4, colormap: str = "jet", quality: int = 90,
+                   panel: bool = False) -> Iterator[Written]:
+    """Write one overlay (or, with ``panel``, an original | heatmap | overlay panel with
+    a caption) per image; yields a `Written` per picture, in order."""
     labels = explainer.loaded.labels
     for result in explain_stream(items, explainer, batch_size):
         if result.error:
@@ -56,7 +57,13 @@ def explain_images(items: Iterable[InputItem], explainer: Explainer, method: str
             renders = ranked_outputs(path, None, result.ranked, labels)
         for rank, class_index, heatmap, target, _ in renders:
             try:
-                picture = render.overlay(result.image, heatmap, alpha, colormap)
+                if panel:
+                    probability = float(result.probabilities[class_index])
+                    caption = (f"{labels.name(class_index)} (class {class_index}) "
+                               f"{probability:.1%} - {method}")
+                    picture = render.panel(result.image, heatmap, caption, alpha, colormap)
+                else:
+                    picture = render.overlay(result.image, heatmap, alpha, colormap)
                 write_atomic(target, render.encode_jpeg(picture, quality))
             except OSError as exc:
                 error = f"cannot write {target}: {exc.strerror or exc}"

@@ -497,3 +497,12 @@ def test_batch_metrics_are_recorded_and_summarised(photos, tmp_path, model_args)
     assert "increase in confidence" in result.stderr
     run(["batch", str(photos / "red.jpg"), "--out", str(tmp_path / "p"), *model_args])
     assert manifest(tmp_path / "p")[0]["metrics"] is None
+
+
+def test_panel_output(photos, tmp_path, model_args):
+    target = tmp_path / "panel.jpg"
+    result = run(["explain", "--method", "layercam", str(photos / "red.jpg"), "--panel", "-o",
+                  str(target), *model_args])
+    assert result.exit_code == 0, result.output
+    with Image.open(target) as picture:
+        assert picture.size[0] == 3 * 64 and picture.size[1] > 48

@@ -55,3 +55,19 @@ def test_jpeg_round_trip(photo):
     decoded = cv2.imdecode(np.frombuffer(render.encode_jpeg(photo, 95), np.uint8),
                            cv2.IMREAD_COLOR)
     assert decoded.shape == photo.shape
+
+
+def test_panel_is_photo_heatmap_overlay_under_a_caption(photo):
+    heatmap = np.zeros((7, 7), np.float32)
+    heatmap[2, 4] = 1.0
+    picture = render.panel(photo, heatmap, "tabby (class 281) 81.3% - gradcam")
+    height, width = photo.shape[:2]
+    bar = picture.shape[0] - height
+    assert picture.shape == (bar + height, 3 * width, 3) and bar >= 12
+    panes = picture[bar:]
+    np.testing.assert_array_equal(panes[:, :width], cv2.cvtColor(photo, cv2.COLOR_RGB2BGR))
+    np.testing.assert_array_equal(panes[:, width:2 * width],
+                                  render.colorize(heatmap, (width, height), "jet"))
+    np.testing.assert_array_equal(panes[:, 2 * width:], render.overlay(photo, heatmap))
+    caption = picture[:bar]
+    assert (caption > 200).any() and (caption == 32).any()  # white text on the dark bar
