@@ -33,6 +33,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
+from methods import throughput  # noqa: E402  (bench/methods.py: best-of-N timing)
 from PIL import Image  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
@@ -73,15 +74,7 @@ def ceiling(explainer, batch_size: int, repeats: int = 3) -> float:
     raw = rng.uniform(0, 255, (batch_size * 4, *loaded.input_size, 3)).astype(np.float32)
     batches = [preprocess(loaded.preprocess, raw[i:i + batch_size])
                for i in range(0, len(raw), batch_size)]
-    predictor = Predictor(explainer.graph)
-    predictor(batches[0])
-    best = float("inf")
-    for _ in range(repeats):
-        started = time.perf_counter()
-        for batch in batches:
-            predictor(batch)
-        best = min(best, time.perf_counter() - started)
-    return len(raw) / best
+    return throughput(Predictor(explainer.graph), batches, repeats)
 
 
 def end_to_end(explainer, photos: Path, out: Path, batch_size: int, workers: int) -> float:

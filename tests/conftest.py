@@ -86,6 +86,19 @@ def run(args, cwd=None):
         os.chdir(previous)
 
 
+def png_header_only(width: int, height: int) -> bytes:
+    """A valid PNG header declaring ``width`` x ``height`` and no pixel data."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(
+            ">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IEND", b"")
+
+
 def write_image(path: Path, size=(64, 48), color=(200, 30, 30), mode="RGB", fmt=None) -> Path:
     """A small real image file: a coloured rectangle on a gradient."""
     width, height = size

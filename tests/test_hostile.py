@@ -6,23 +6,12 @@ from __future__ import annotations
 
 import json
 import os
-import struct
-import zlib
 
 import cv2
 import numpy as np
 import pytest
-from conftest import run, write_image
+from conftest import png_header_only, run, write_image
 from PIL import Image
-
-
-def png_header_only(width: int, height: int) -> bytes:
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(
-            ">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
-
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IEND", b"")
 
 
 @pytest.fixture

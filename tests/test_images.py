@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import struct
-import zlib
-
 import numpy as np
 import pytest
-from conftest import write_image
+from conftest import png_header_only, write_image
 from PIL import Image
 
 from camcli.errors import ImageError
@@ -56,19 +53,10 @@ def test_animated_gif_gives_its_first_frame(tmp_path):
     assert rgb[0, 0, 0] > 200 and rgb[0, 0, 2] < 50
 
 
-def _png_header_only(width: int, height: int) -> bytes:
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(
-            ">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
-
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IEND", b"")
-
-
 @pytest.mark.parametrize("name, content, reason", [
     ("empty.jpg", b"", "empty file"),
     ("notes.jpg", b"this is text, not a photo\n", "not a recognised image format"),
-    ("bomb.png", _png_header_only(100_000, 100_000),
+    ("bomb.png", png_header_only(100_000, 100_000),
      "image too large (10,000,000,000 pixels; the limit is 89,478,485"),
 ])
 def test_bad_files_raise_with_a_reason(tmp_path, name, content, reason):

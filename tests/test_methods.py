@@ -27,6 +27,31 @@ def normalised(raw):
     return positive / peak if peak > 0 else positive
 
 
+def nonlinear_model(keras, hidden: int, seed: int):
+    """conv (the target, "conv") -> flatten -> dense(ReLU) -> dense(softmax): a head with
+    real, position-dependent gradients. Returns the model and its float64 weights."""
+    inputs = keras.Input((8, 8, 3))
+    x = keras.layers.Conv2D(3, 3, padding="same", activation="relu", name="conv")(inputs)
+    x = keras.layers.Flatten()(x)
+    x = keras.layers.Dense(hidden, activation="relu")(x)
+    outputs = keras.layers.Dense(4, activation="softmax")(x)
+    model = keras.Model(inputs, outputs)
+    seeded_weights(model, seed=seed, scale=0.4)
+    return model, [w.astype(np.float64) for w in model.get_weights()]
+
+
+def reference(weights, image, class_index):
+    """For `nonlinear_model`, by hand in float64 NumPy (chain rule, not TensorFlow):
+    the features A, the gradient G = d logit / d A, and the probabilities."""
+    kernel, bias, w1, b1, w2, b2 = weights
+    features = conv3x3_same_relu(image.astype(np.float64), kernel, bias)
+    hidden = features.reshape(-1) @ w1 + b1
+    logits = np.maximum(hidden, 0) @ w2 + b2
+    gradient = (w1 @ (w2[:, class_index] * (hidden > 0))).reshape(features.shape)
+    probabilities = np.exp(logits - logits.max())
+    return features, gradient, probabilities / probabilities.sum()
+
+
 @pytest.fixture(scope="module")
 def batch():
     return np.random.default_rng(1).uniform(-1, 1, (4, 8, 8, 3)).astype("float32")
@@ -46,24 +71,12 @@ def test_cam_equals_numpy_reference(keras, batch):
 
 
 def test_gradcam_equals_manual_backprop_through_a_nonlinear_head(keras, batch):
-    # conv -> flatten -> dense(relu) -> dense(softmax): the gradient of the logit w.r.t. the
-    # feature map is computed here by hand (chain rule), not by TensorFlow.
-    inputs = keras.Input((8, 8, 3))
-    x = keras.layers.Conv2D(3, 3, padding="same", activation="relu", name="conv")(inputs)
-    x = keras.layers.Flatten()(x)
-    x = keras.layers.Dense(5, activation="relu")(x)
-    outputs = keras.layers.Dense(4, activation="softmax")(x)
-    model = keras.Model(inputs, outputs)
-    seeded_weights(model, seed=3, scale=0.4)
-    kernel, bias, w1, b1, w2, b2 = [w.astype(np.float64) for w in model.get_weights()]
+    model, weights = nonlinear_model(keras, hidden=5, seed=3)
     classes = np.array([0, 3, 1, 2], dtype=np.int32)
 
     result = GradCAM(graph.build(model, "conv"))(batch, classes)
     for n, image in enumerate(batch):
-        features = conv3x3_same_relu(image.astype(np.float64), kernel, bias)
-        hidden = features.reshape(-1) @ w1 + b1
-        logit_grad_hidden = w2[:, classes[n]] * (hidden > 0)  # d logit_k / d hidden
-        grad = (w1 @ logit_grad_hidden).reshape(features.shape)  # d logit_k / d A
+        features, grad, _ = reference(weights, image, classes[n])
         alpha = grad.mean(axis=(0, 1))  # Selvaraju et al.: spatial mean of the gradient
         expected = features @ alpha
         np.testing.assert_allclose(result.raw_maps[n], expected, atol=1e-5)

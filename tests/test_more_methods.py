@@ -7,7 +7,7 @@ import cv2
 import numpy as np
 import pytest
 from conftest import gap_model, seeded_weights
-from test_methods import conv3x3_same_relu, normalised
+from test_methods import nonlinear_model, normalised, reference
 
 from camcli.methods import (
     CAM,
@@ -32,28 +32,8 @@ def batch():
 
 @pytest.fixture(scope="module")
 def nonlinear(keras):
-    """conv (the target) -> flatten -> dense(relu) -> dense(softmax): a head with real,
-    position-dependent gradients, computed below by hand."""
-    inputs = keras.Input((8, 8, 3))
-    x = keras.layers.Conv2D(3, 3, padding="same", activation="relu", name="conv")(inputs)
-    x = keras.layers.Flatten()(x)
-    x = keras.layers.Dense(6, activation="relu")(x)
-    outputs = keras.layers.Dense(4, activation="softmax")(x)
-    model = keras.Model(inputs, outputs)
-    seeded_weights(model, seed=21, scale=0.4)
-    weights = [w.astype(np.float64) for w in model.get_weights()]
+    model, weights = nonlinear_model(keras, hidden=6, seed=21)
     return graph.build(model, "conv"), weights
-
-
-def reference(weights, image, class_index):
-    """Features A, gradient G = d logit / d A, and the probabilities, in float64 NumPy."""
-    kernel, bias, w1, b1, w2, b2 = weights
-    features = conv3x3_same_relu(image.astype(np.float64), kernel, bias)
-    hidden = features.reshape(-1) @ w1 + b1
-    logits = np.maximum(hidden, 0) @ w2 + b2
-    gradient = (w1 @ (w2[:, class_index] * (hidden > 0))).reshape(features.shape)
-    probabilities = np.exp(logits - logits.max())
-    return features, gradient, probabilities / probabilities.sum()
 
 
 def expected_map(name, features, gradient, weights, image, class_index):
