@@ -108,9 +108,6 @@ class Manifest:
                               f"{exc.strerror or exc}; run the same command again to resume "
                               "once it can be written") from None
 
-    def sync(self) -> None:
-        os.fsync(self._fd)
-
     def close(self) -> None:
         os.fsync(self._fd)
         os.close(self._fd)
@@ -167,11 +164,17 @@ def safe_label(label: str) -> str:
     return re.sub(r"[^0-9A-Za-z._-]+", "_", label).strip("._") or "class"
 
 
-def ranked_outputs(output: str, map_path: str | None, ranked: list, labels) -> list[tuple]:
-    """Output names of --top-k-maps: ``<stem>.<rank>-<label>.jpg`` (and ``.npy``)."""
+def renders(result: ImageResult, output: str, map_path: str | None, labels) -> list[tuple]:
+    """The pictures to write for one result: ``(rank, class_index, heatmap, output, map)``.
+
+    One, named ``output``; or with --top-k-maps one per rank, named
+    ``<stem>.<rank>-<label>.jpg`` (and ``.npy``), rank 1 first.
+    """
+    if result.ranked is None:
+        return [(None, result.class_index, result.heatmap, output, map_path)]
     stem = os.path.splitext(output)[0]
     rows = []
-    for rank, (class_index, heatmap) in enumerate(ranked, 1):
+    for rank, (class_index, heatmap) in enumerate(result.ranked, 1):
         name = f"{stem}.{rank}-{safe_label(labels.name(class_index))}"
         rows.append((rank, class_index, heatmap, name + ".jpg",
                      name + ".npy" if map_path else None))
@@ -300,7 +303,7 @@ def run_batch(inputs: Sequence[str], explainer: Explainer, options: BatchOptions
 
     def finish_oldest() -> None:
         # Popped only once recorded: an interrupt in here leaves the entry for the finally.
-        result, renders, future = pending[0]
+        result, pictures, future = pending[0]
         error = result.error
         if error is None:
             try:
@@ -319,7 +322,7 @@ def run_batch(inputs: Sequence[str], explainer: Explainer, options: BatchOptions
         if error is None:
             summary.written += 1
             means.add(result.metrics)
-            for rank, class_index, _, output, map_path in renders:
+            for rank, class_index, _, output, map_path in pictures:
                 manifest.append(_record(result, explainer, options, output, map_path,
                                         class_index=class_index, rank=rank))
         else:
@@ -334,16 +337,12 @@ def run_batch(inputs: Sequence[str], explainer: Explainer, options: BatchOptions
     stream = explain_stream(to_process(), explainer, options.batch_size, options.workers)
     try:
         for result in stream:
-            future, renders = None, []
+            future, pictures = None, []
             if result.error is None:
                 output, map_path = targets[result.item.path]
-                if result.ranked is None:
-                    renders = [(None, result.class_index, result.heatmap, output, map_path)]
-                else:
-                    renders = ranked_outputs(output, map_path, result.ranked,
-                                             explainer.loaded.labels)
-                future = writers.submit(_write, result, renders, options)
-            pending.append((result, renders, future))
+                pictures = renders(result, output, map_path, explainer.loaded.labels)
+                future = writers.submit(_write, result, pictures, options)
+            pending.append((result, pictures, future))
             while pending and (len(pending) > 2 * options.batch_size
                                or pending[0][2] is None or pending[0][2].done()):
                 finish_oldest()
@@ -390,8 +389,8 @@ def _complete(previous: dict, output: str, map_path: str | None,
                for out, npy in files)
 
 
-def _write(result: ImageResult, renders: list[tuple], options: BatchOptions) -> None:
-    for _rank, _class_index, heatmap, output, map_path in renders:
+def _write(result: ImageResult, pictures: list[tuple], options: BatchOptions) -> None:
+    for _rank, _class_index, heatmap, output, map_path in pictures:
         picture = render.overlay(result.image, heatmap, options.alpha, options.colormap)
         write_atomic(output, render.encode_jpeg(picture, options.quality))
         if map_path is not None:

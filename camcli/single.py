@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from camcli import render
 from camcli.atomic import write_atomic
-from camcli.batch import ranked_outputs
+from camcli.batch import renders
 from camcli.inputs import InputItem
 from camcli.pipeline import Explainer, explain_stream
 
@@ -51,11 +51,7 @@ def explain_images(items: Iterable[InputItem], explainer: Explainer, method: str
             yield Written(result.item.path, error=result.error)
             continue
         path = output_path(result.item, method, output, out_dir)
-        if result.ranked is None:
-            renders = [(None, result.class_index, result.heatmap, path, None)]
-        else:
-            renders = ranked_outputs(path, None, result.ranked, labels)
-        for rank, class_index, heatmap, target, _ in renders:
+        for rank, class_index, heatmap, target, _ in renders(result, path, None, labels):
             try:
                 if panel:
                     probability = float(result.probabilities[class_index])
