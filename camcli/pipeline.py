@@ -90,20 +90,22 @@ class Explainer:
         map per top class (rank 1 first), each from its own pass of the method.
         """
         batch = preprocess(self.loaded.preprocess, resized)
-        with contextlib.ExitStack() as stack:
-            if self.device is not None:
-                stack.enter_context(tensorflow().device(self.device))
+        with self._on_device():
             explanation = self.method(batch, self.class_index)
             if self.top_k_maps:
                 self._rank(batch, explanation)
         return explanation
 
+    def _on_device(self):
+        """Run on the chosen device (``open_explainer``), else where TensorFlow places it."""
+        if self.device is None:
+            return contextlib.nullcontext()
+        return tensorflow().device(self.device)
+
     def probability_of(self, resized: np.ndarray, classes: np.ndarray) -> np.ndarray:
         """Probabilities of ``classes`` (one per image) for RGB [0, 255] model inputs."""
         batch = preprocess(self.loaded.preprocess, resized)
-        with contextlib.ExitStack() as stack:
-            if self.device is not None:
-                stack.enter_context(tensorflow().device(self.device))
+        with self._on_device():
             explanation = self._scorer(batch, np.asarray(classes, np.int32))
         return explanation.probabilities[np.arange(len(batch)), explanation.class_index]
 
