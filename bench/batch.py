@@ -78,7 +78,8 @@ def ceiling(explainer, batch_size: int, repeats: int = 3) -> float:
 
 
 def end_to_end(explainer, photos: Path, out: Path, batch_size: int, workers: int) -> float:
-    from camcli.batch import BatchOptions, run_batch
+    from camcli.batch import run_batch
+    from camcli.options import BatchOptions
 
     shutil.rmtree(out, ignore_errors=True)
     warm = np.zeros((1, *explainer.loaded.input_size, 3), np.float32)
@@ -123,6 +124,7 @@ def naive_loop(loaded, photos: Path, out: Path, count: int, layer: str) -> float
 def speed(args) -> None:
     from camcli.backend import select_device
     from camcli.models import load
+    from camcli.options import ExplainRequest
     from camcli.pipeline import Explainer
 
     select_device("auto")
@@ -139,14 +141,14 @@ def speed(args) -> None:
         for name in args.models.split(","):
             weights = "imagenet" if name == "efficientnet-lite0" else "none"
             loaded = load(name, weights=weights)
-            top = ceiling(Explainer(loaded, method=None), args.batch_size)
+            top = ceiling(Explainer(loaded, ExplainRequest(method=None)), args.batch_size)
             rates = {}
             for method in ("cam", "gradcam"):
-                explainer = Explainer(loaded, method=method)
+                explainer = Explainer(loaded, ExplainRequest(method=method))
                 rates[method] = end_to_end(explainer, photos, work / f"out-{name}-{method}",
                                            args.batch_size, args.workers)
             naive = naive_loop(loaded, photos, work / f"naive-{name}", args.naive_images,
-                               Explainer(loaded, method="cam").layer)
+                               Explainer(loaded, ExplainRequest(method="cam")).layer)
             print(f"| {name} | {top:.1f} | {rates['cam']:.1f} | {rates['cam'] / top:.2f} | "
                   f"{rates['gradcam']:.1f} | {rates['gradcam'] / top:.2f} | {naive:.2f} | "
                   f"{rates['cam'] / naive:.1f}x |", flush=True)

@@ -22,9 +22,20 @@ import threading
 import click
 
 from camcli import __version__
+from camcli.backend import PRECISIONS
 from camcli.errors import CamcliError, UsageProblem
 from camcli.methods import METHODS
 from camcli.models.preprocess import PREPROCESSORS
+from camcli.options import (
+    DEFAULT_BATCH_SIZE,
+    DEFAULT_METRIC_STEPS,
+    BatchOptions,
+    ExplainRequest,
+    ModelRequest,
+    RenderStyle,
+    default,
+    pick,
+)
 
 log = logging.getLogger("camcli")
 
@@ -41,18 +52,28 @@ class UsageFailure(click.ClickException):
 
 
 def translate_errors(command):
-    """Turn camcli's library errors into click errors with one-line messages."""
+    """Turn camcli's library errors into click errors with one-line messages; the
+    parameters a message names are spelled as this command's options (``--top-k-maps``)."""
 
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
         try:
             return command(*args, **kwargs)
         except UsageProblem as exc:
-            raise UsageFailure(str(exc)) from None
+            raise UsageFailure(exc.render(_flag)) from None
         except CamcliError as exc:
-            raise click.ClickException(str(exc)) from None
+            raise click.ClickException(exc.render(_flag)) from None
 
     return wrapper
+
+
+def _flag(name: str) -> str:
+    """The option of the current command that sets parameter ``name`` (its long form)."""
+    context = click.get_current_context(silent=True)
+    for param in context.command.params if context else ():
+        if param.name == name and isinstance(param, click.Option):
+            return max(param.opts, key=len)
+    return name
 
 
 # -- logging and verbosity --------------------------------------------------------------
@@ -90,15 +111,24 @@ def _verbosity() -> int:
 
 
 # -- option bundles (defined once, stacked on every command that needs them) -------------
+# Defaults come from the request objects in camcli.options, never from here.
+
+
+def _stack(command, options):
+    for option in reversed(options):
+        command = option(command)
+    return command
 
 
 def model_options(command):
-    """--model, --weights, --labels, --preprocess, --layer, --class, --device, --batch-size."""
-    options = [
-        click.option("--model", "model_name", default=None, metavar="NAME|PATH",
-                     help="Built-in model (see 'camcli models') or a .keras / .h5 file. "
-                          "[default: efficientnet-lite0, works offline]"),
-        click.option("--weights", default="imagenet", show_default=True,
+    """--model, --weights, --labels, --preprocess, --layer, --class, --device, --batch-size,
+    --precision, --unsafe-model-code (and -q / -v)."""
+    return verbosity_options(_stack(command, [
+        click.option("--model", default=default(ModelRequest, "model"), show_default=True,
+                     metavar="NAME|PATH",
+                     help="Built-in model (see 'camcli models'; the default works offline) "
+                          "or a .keras / .h5 file."),
+        click.option("--weights", default=default(ModelRequest, "weights"), show_default=True,
                      metavar="imagenet|none|FILE",
                      help="Weights of a built-in model: Keras' ImageNet download, random "
                           "(testing only) or a Keras weights file."),
@@ -115,37 +145,64 @@ def model_options(command):
                           "[default: each image's top-1 prediction]"),
         click.option("--device", default=None, metavar="auto|cpu|gpu|gpu:N",
                      help="Where to run. [default: $CAMCLI_DEVICE, else auto]"),
-        click.option("--batch-size", default=32, show_default=True,
+        click.option("--batch-size", default=DEFAULT_BATCH_SIZE, show_default=True,
                      type=click.IntRange(min=1), help="Images per forward pass."),
-        click.option("--precision", default="auto", show_default=True,
-                     type=click.Choice(["auto", "fp32", "bf16", "fp16"]),
-                     help="Model compute precision: bf16 on CPUs with AVX-512 BF16/AMX, fp16 "
-                          "(mixed) on GPUs; auto picks what is fast and accurate here. Maps "
-                          "are always computed in fp32."),
+        click.option("--precision", default=default(ModelRequest, "precision"),
+                     show_default=True, type=click.Choice(PRECISIONS),
+                     help="Model compute precision. fp32 gives the model's own numbers; "
+                          "bf16 (fast on CPUs with AVX-512 BF16/AMX) and fp16 (GPUs) trade "
+                          "accuracy for speed, auto picks them where they are fast. Maps are "
+                          "always computed in fp32."),
         click.option("--unsafe-model-code", is_flag=True,
                      help="Run Python code stored in a model file (Lambda layers). Model "
                           "files are loaded safely without it; use only for files you trust."),
-    ]
-    for option in reversed(options):
-        command = option(command)
-    return verbosity_options(command)
+    ]))
 
 
 def render_options(command):
-    """--alpha, --colormap, --quality."""
-    options = [
-        click.option("--alpha", default=0.4, show_default=True,
+    """--alpha, --colormap, --quality, --panel."""
+    return _stack(command, [
+        click.option("--alpha", default=default(RenderStyle, "alpha"), show_default=True,
                      type=click.FloatRange(0.0, 1.0),
                      help="Weight of the heatmap in the blend (0: photo only, 1: heatmap only)."),
-        click.option("--colormap", default="jet", show_default=True, metavar="NAME",
-                     callback=_check_colormap,
+        click.option("--colormap", default=default(RenderStyle, "colormap"), show_default=True,
+                     metavar="NAME", callback=_check_colormap,
                      help="OpenCV colour map: jet, turbo, viridis, inferno, magma, hot, ..."),
-        click.option("--quality", default=90, show_default=True,
-                     type=click.IntRange(1, 100), help="JPEG quality of the overlays."),
-    ]
-    for option in reversed(options):
-        command = option(command)
-    return command
+        click.option("--quality", default=default(RenderStyle, "quality"), show_default=True,
+                     type=click.IntRange(1, 100), help="JPEG quality of the pictures."),
+        click.option("--panel", is_flag=True,
+                     help="Write original | heatmap | overlay side by side, with the class "
+                          "and probability written above (for bug reports)."),
+    ])
+
+
+def method_options(command):
+    """--method, --top-k-maps, --max-maps, --scorecam-batch (``explain`` and ``batch``)."""
+    return _stack(command, [
+        click.option("--method", default=default(ExplainRequest, "method"), show_default=True,
+                     type=click.Choice(METHOD_NAMES),
+                     help="The method (see 'camcli methods')."),
+        click.option("--top-k-maps", type=click.IntRange(min=1), default=None, metavar="K",
+                     help="One picture per each of the top-K classes, named "
+                          "<name>.<rank>-<label>.jpg; one manifest record each, with 'rank'."),
+        click.option("--max-maps", type=click.IntRange(min=1), default=None, metavar="K",
+                     help="scorecam: keep the K activation maps of highest variance (Faster "
+                          "Score-CAM). [default: all channels]"),
+        click.option("--scorecam-batch", type=click.IntRange(min=1), show_default=True,
+                     default=default(ExplainRequest, "scorecam_batch"), metavar="N",
+                     help="scorecam: masked images per forward pass."),
+    ])
+
+
+def single_image_options(command):
+    """-o/--output, --out: where ``cam``, ``gradcam`` and ``explain`` write."""
+    return _stack(command, [
+        click.argument("images", nargs=-1, required=True),
+        click.option("-o", "--output", type=click.Path(dir_okay=False),
+                     help="Output file (one image). [default: <stem>_<method>.jpg]"),
+        click.option("--out", "out_dir", type=click.Path(file_okay=False),
+                     help="Folder for the pictures (several images)."),
+    ])
 
 
 def _parse_shard(ctx: click.Context, param: click.Parameter, value: str | None):
@@ -167,40 +224,14 @@ def _check_colormap(ctx: click.Context, param: click.Parameter, value: str) -> s
     return name
 
 
-def method_options(command):
-    """--top-k-maps, --max-maps, --scorecam-batch (``explain`` and ``batch``)."""
-    options = [
-        click.option("--top-k-maps", type=click.IntRange(min=1), default=None, metavar="K",
-                     help="One overlay per each of the top-K classes, named "
-                          "<name>.<rank>-<label>.jpg; one manifest record each, with 'rank'."),
-        click.option("--max-maps", type=click.IntRange(min=1), default=None, metavar="K",
-                     help="scorecam: keep the K activation maps of highest variance (Faster "
-                          "Score-CAM). [default: all channels]"),
-        click.option("--scorecam-batch", type=click.IntRange(min=1), default=None, metavar="N",
-                     help="scorecam: masked images per forward pass. [default: 64]"),
-    ]
-    for option in reversed(options):
-        command = option(command)
-    return command
-
-
-def _explainer(method: str | None, model_name, weights, labels_file, preprocess, layer,
-               class_spec, device, precision="auto", unsafe_model_code=False, max_maps=None,
-               scorecam_batch=None, top_k_maps=None, metrics_steps=None, **_):
+def _open_explainer(method: str | None, options: dict, **explain):
+    """Load the model and split it as the options ask (the one way every command does)."""
     _configure_logging(_verbosity())
     from camcli.pipeline import open_explainer
 
-    method_args = None
-    if method == "scorecam":
-        method_args = {"batch_size": scorecam_batch or 64, "max_maps": max_maps,
-                       "progress": _mask_progress}
-    elif max_maps is not None or scorecam_batch is not None:
-        raise UsageFailure("--max-maps and --scorecam-batch apply to --method scorecam only")
-    return open_explainer(model=model_name, weights=weights, labels_file=labels_file,
-                          preprocess=preprocess, layer=layer, class_spec=class_spec,
-                          device=device, method=method, method_options=method_args,
-                          top_k_maps=top_k_maps, unsafe_model_code=unsafe_model_code,
-                          precision=precision, metrics_steps=metrics_steps)
+    return open_explainer(pick(ModelRequest, options),
+                          pick(ExplainRequest, {**options, **explain, "method": method}),
+                          progress=_mask_progress)
 
 
 def _mask_progress(total: int):
@@ -235,23 +266,22 @@ def main():
 @main.command()
 @click.argument("images", nargs=-1, required=True)
 @model_options
-@click.option("--top-k", default=5, show_default=True, type=click.IntRange(min=1),
-              help="How many classes to list per image.")
+@click.option("--top-k", default=default(BatchOptions, "top_k"), show_default=True,
+              type=click.IntRange(min=1), help="How many classes to list per image.")
 @click.option("--format", "fmt", default="table", show_default=True,
               type=click.Choice(["table", "json", "csv"]),
               help="table for people; json and csv for scripts (stdout holds nothing else).")
 @translate_errors
-def predict(images, top_k, fmt, batch_size, **model_args):
+def predict(images, top_k, fmt, batch_size, **options):
     """Print the top-k classes and probabilities of each image."""
     from camcli.inputs import check_inputs, discover
     from camcli.pipeline import explain_stream
 
     check_inputs(images)
-    items = discover(images)
-    explainer = _explainer(None, **model_args)
+    explainer = _open_explainer(None, options)
     labels = explainer.loaded.labels
     rows, failed = [], 0
-    for result in explain_stream(items, explainer, batch_size):
+    for result in explain_stream(discover(images), explainer, batch_size):
         if result.error:
             failed += 1
             click.echo(f"Error: {result.item.path}: {result.error}", err=True)
@@ -285,87 +315,76 @@ def _print_table_row(row: dict) -> None:
         click.echo(f"  {rank}. {label:<30} {probability:7.2%}  (class {index})")
 
 
-def _single_image_command(fixed_method: str | None):
-    def command(images, output, out_dir, panel, batch_size, alpha, colormap, quality,
-                method=None, **model_args):
-        from camcli.inputs import check_inputs, discover
-        from camcli.single import explain_images
-
-        method = fixed_method or method
-        if output and out_dir:
-            raise UsageFailure("give either -o/--output (one image) or --out (a folder)")
-        if output and model_args.get("top_k_maps"):
-            raise UsageFailure("--top-k-maps writes several files: use --out DIR, not -o")
-        check_inputs(images)
-        items = list(discover(images))
-        if output and len(items) != 1:
-            raise UsageFailure(f"-o/--output takes one image, got {len(items)}; use --out DIR")
-        explainer = _explainer(method, **model_args)
-        failed = 0
-        for written in explain_images(items, explainer, method, output=output, out_dir=out_dir,
-                                      batch_size=batch_size, alpha=alpha, colormap=colormap,
-                                      quality=quality, panel=panel):
-            if written.error:
-                failed += 1
-                click.echo(f"Error: {written.input}: {written.error}", err=True)
-            else:
-                click.echo(f"{written.output}: {written.label} (class {written.class_index}) "
-                           f"{written.score:.1%}")
-        sys.exit(1 if failed else 0)
-
-    return command
-
-
-def _add_single_image_command(name: str, fixed_method: str | None, short_help: str,
-                              doc: str) -> None:
-    command = _single_image_command(fixed_method)
-    command.__doc__ = doc
-    command.__name__ = name
-    command = translate_errors(command)
-    command = render_options(command)
-    if fixed_method is None:
-        command = method_options(command)
-        command = click.option("--method", default="gradcam", show_default=True,
-                               type=click.Choice(METHOD_NAMES),
-                               help="The method (see README's method table).")(command)
-    stem = f"<stem>_{fixed_method or '<method>'}.jpg"
-    command = click.option("--panel", is_flag=True,
-                           help="Write original | heatmap | overlay side by side, with the "
-                                "class and probability written above (for bug reports).",
-                           )(command)
-    command = click.option("--out", "out_dir", type=click.Path(file_okay=False),
-                           help="Folder for the overlays (several images).")(command)
-    command = click.option("-o", "--output", type=click.Path(dir_okay=False),
-                           help=f"Output file (one image). [default: {stem}]")(command)
-    command = model_options(command)
-    command = click.argument("images", nargs=-1, required=True)(command)
-    main.command(name=name, short_help=short_help)(command)
-
-
-_CAM_HELP = """CAM overlays (Zhou et al. 2016) for one or more images.
+@main.command(short_help="CAM overlays (Zhou et al. 2016), one per image.")
+@single_image_options
+@model_options
+@render_options
+@translate_errors
+def cam(images, output, out_dir, batch_size, **options):
+    """CAM overlays (Zhou et al. 2016) for one or more images.
 
     The map is the classifier's weights for the class applied to the last feature maps; it
     needs a global-average-pooling -> Dense head (ResNet50, MobileNetV2, EfficientNetB0). For
-    other models use gradcam.
+    other models use gradcam. Writes <stem>_cam.jpg per image.
     """
-_GRADCAM_HELP = """Grad-CAM overlays (Selvaraju et al. 2017) for one or more images.
+    _explain_images("cam", images, output, out_dir, batch_size, options)
+
+
+@main.command(short_help="Grad-CAM overlays (Selvaraju et al. 2017), one per image.")
+@single_image_options
+@model_options
+@render_options
+@translate_errors
+def gradcam(images, output, out_dir, batch_size, **options):
+    """Grad-CAM overlays (Selvaraju et al. 2017) for one or more images.
 
     Channel weights are the spatial mean of the gradient of the class's pre-softmax logit;
-    works on any convolutional layer of any model (--layer).
+    works on any convolutional layer of any model (--layer). Writes <stem>_gradcam.jpg per
+    image.
     """
-_EXPLAIN_HELP = """Overlays by any method (--method) for one or more images.
+    _explain_images("gradcam", images, output, out_dir, batch_size, options)
+
+
+@main.command(short_help="Overlays by any CAM method, one per image.")
+@single_image_options
+@method_options
+@model_options
+@render_options
+@translate_errors
+def explain(images, output, out_dir, method, batch_size, **options):
+    """Overlays by any method (--method) for one or more images.
 
     \b
     Methods: cam, gradcam, gradcam++, xgradcam, hirescam, layercam, eigencam, scorecam.
     Writes <stem>_<method>.jpg per image (--top-k-maps: <stem>_<method>.<rank>-<label>.jpg).
     """
-_add_single_image_command("cam", "cam", "CAM overlays (Zhou et al. 2016), one per image.",
-                          _CAM_HELP)
-_add_single_image_command("gradcam", "gradcam",
-                          "Grad-CAM overlays (Selvaraju et al. 2017), one per image.",
-                          _GRADCAM_HELP)
-_add_single_image_command("explain", None, "Overlays by any CAM method, one per image.",
-                          _EXPLAIN_HELP)
+    _explain_images(method, images, output, out_dir, batch_size, options)
+
+
+def _explain_images(method: str, images, output, out_dir, batch_size, options: dict) -> None:
+    """What ``cam``, ``gradcam`` and ``explain`` share: check, explain, write, report."""
+    from camcli.inputs import check_inputs, discover
+    from camcli.single import explain_images
+
+    if output and out_dir:
+        raise UsageFailure("give either -o/--output (one image) or --out (a folder)")
+    if output and options.get("top_k_maps"):
+        raise UsageFailure("--top-k-maps writes several files: use --out DIR, not -o")
+    check_inputs(images)
+    items = list(discover(images))
+    if output and len(items) != 1:
+        raise UsageFailure(f"-o/--output takes one image, got {len(items)}; use --out DIR")
+    explainer = _open_explainer(method, options)
+    failed = 0
+    for written in explain_images(items, explainer, output, out_dir, pick(RenderStyle, options),
+                                  batch_size):
+        if written.error:
+            failed += 1
+            click.echo(f"Error: {written.input}: {written.error}", err=True)
+        else:
+            click.echo(f"{written.output}: {written.label} (class {written.class_index}) "
+                       f"{written.score:.1%}")
+    sys.exit(1 if failed else 0)
 
 
 @main.command()
@@ -424,21 +443,20 @@ def methods():
 @click.argument("inputs", nargs=-1, required=True)
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
               help="Output folder; mirrors the input tree.")
-@click.option("--method", default="gradcam", show_default=True, type=click.Choice(METHOD_NAMES),
-              help="The method (see README's method table).")
 @click.option("--pattern", "patterns", multiple=True, metavar="GLOB",
               help="File names to take when walking folders, e.g. '*.png' (repeatable; "
                    "case-insensitive). [default: common image extensions]")
 @click.option("--save-maps", is_flag=True, help="Also write each low-resolution map as .npy.")
 @click.option("--overwrite", is_flag=True, help="Redo inputs the manifest records as done.")
-@click.option("--top-k", default=5, show_default=True, type=click.IntRange(min=1),
-              help="Classes listed in each manifest record's 'top'.")
-@click.option("--workers", default=2, show_default=True, type=click.IntRange(min=1),
-              help="Threads decoding and writing images.")
+@click.option("--top-k", default=default(BatchOptions, "top_k"), show_default=True,
+              type=click.IntRange(min=1), help="Classes listed in each manifest record's 'top'.")
+@click.option("--workers", default=default(BatchOptions, "workers"), show_default=True,
+              type=click.IntRange(min=1), help="Threads decoding and writing images.")
 @click.option("--metrics", is_flag=True,
               help="Also measure each map's faithfulness (deletion / insertion AUC, average "
                    "drop, increase in confidence; see README) into the manifest.")
-@click.option("--metric-steps", default=20, show_default=True, type=click.IntRange(min=1),
+@click.option("--metric-steps", default=DEFAULT_METRIC_STEPS, show_default=True,
+              type=click.IntRange(min=1),
               help="Deletion / insertion steps per image (each costs 2 forward passes).")
 @click.option("--report", "make_report", is_flag=True,
               help="Also write OUT/index.html, the run's gallery (see camcli report).")
@@ -450,27 +468,24 @@ def methods():
 @model_options
 @render_options
 @translate_errors
-def batch(inputs, out_dir, method, patterns, save_maps, overwrite, top_k, workers, metrics,
-          metric_steps, make_report, shard, batch_size, alpha, colormap, quality,
-          **model_args):
+def batch(inputs, method, metrics, metric_steps, make_report, **options):
     """Explain every image under INPUT... (folders, quoted globs, files) into --out.
 
     Writes OUT/<relative path>.jpg per input (extension replaced by .jpg) and one JSON line
-    per input in OUT/manifest.jsonl. Re-running the same command skips inputs already done.
-    Exit code: 0 all written, 1 some inputs failed (see the manifest), 2 usage error.
+    per picture in OUT/manifest.jsonl. Re-running the same command skips inputs already
+    done. Exit code: 0 all written, 1 some inputs failed (see the manifest), 2 usage error.
     """
-    from camcli.batch import BatchOptions, run_batch
+    from camcli.batch import run_batch
     from camcli.inputs import check_inputs
 
     check_inputs(inputs)  # a missing path is reported before the model loads
-    explainer = _explainer(method, metrics_steps=metric_steps if metrics else None,
-                           **model_args)
-    options = BatchOptions(out_dir=out_dir, patterns=patterns or None, save_maps=save_maps,
-                           overwrite=overwrite, alpha=alpha, colormap=colormap, quality=quality,
-                           batch_size=batch_size, top_k=top_k, workers=workers, shard=shard)
+    explainer = _open_explainer(method, options, metric_steps=metric_steps if metrics else None)
+    run = pick(BatchOptions, {**options, "patterns": options["patterns"] or None,
+                              "style": pick(RenderStyle, options)})
     with _graceful_ctrl_c() as stop:
-        summary = run_batch(inputs, explainer, options, _ProgressBar(quiet=_verbosity() < 0),
+        summary = run_batch(inputs, explainer, run, _ProgressBar(quiet=_verbosity() < 0),
                             stop_requested=stop.is_set)
+    out_dir = run.out_dir
     click.echo(
         f"camcli: {summary.total} inputs: {summary.written} written, {summary.skipped} "
         f"already done, {summary.failed} failed in {summary.seconds:.1f} s "
@@ -488,7 +503,7 @@ def batch(inputs, out_dir, method, patterns, save_maps, overwrite, top_k, worker
     if make_report:
         from camcli.report import build_report
 
-        click.echo(f"camcli: report in {build_report(out_dir, workers).path}", err=True)
+        click.echo(f"camcli: report in {build_report(out_dir, run.workers).path}", err=True)
     if summary.interrupted:
         sys.exit(EXIT_INTERRUPTED)
     sys.exit(1 if summary.failed else 0)
@@ -530,9 +545,9 @@ class _ProgressBar:
         self.bar = tqdm(total=total, unit="img", file=sys.stderr, disable=self.quiet,
                         dynamic_ncols=True, desc="camcli")
 
-    def advance(self, result) -> None:
-        if result is not None and result.error:
-            message = f"Error: {result.item.path}: {result.error}"
+    def advance(self, job) -> None:
+        if job is not None and job.error:
+            message = f"Error: {job.item.path}: {job.error}"
             if self.quiet:
                 click.echo(message, err=True)
             else:

@@ -4,13 +4,36 @@
 layer or class, a GPU that is absent): the CLI exits with code 2 for them. Other
 `CamcliError`s are runtime failures (exit code 1). `ImageError` concerns one input only:
 batch runs record it and go on.
+
+The library speaks in parameters: a message names a parameter as ``{name}`` and lists it in
+``params``; ``str(error)`` shows the parameter's name (``top_k_maps``), and the CLI shows
+the option that sets it (``--top-k-maps``) through `CamcliError.render`.
 """
 
 from __future__ import annotations
 
 
 class CamcliError(Exception):
-    """Base class of every error camcli raises on purpose."""
+    """Base class of every error camcli raises on purpose.
+
+    Args:
+        message: the text; ``{name}`` stands for parameter ``name`` when it is in ``params``.
+        params: the parameters the message names.
+    """
+
+    def __init__(self, message: str = "", params: tuple[str, ...] = ()):
+        super().__init__(message)
+        self.params = tuple(params)
+
+    def render(self, spell=lambda name: name) -> str:
+        """The message, each named parameter spelled by ``spell(name)``."""
+        text = str(self.args[0]) if self.args else ""
+        for name in self.params:
+            text = text.replace("{" + name + "}", spell(name))
+        return text
+
+    def __str__(self) -> str:
+        return self.render()
 
 
 class UsageProblem(CamcliError):

@@ -29,7 +29,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-DEFAULT_STEPS = 20
+from camcli.options import DEFAULT_METRIC_STEPS
+
 GREY = 128.0
 
 
@@ -96,7 +97,7 @@ def perturbations(image: np.ndarray, heatmap: np.ndarray, steps: int) -> np.ndar
 
 
 def faithfulness(probability_of, images: np.ndarray, heatmaps: np.ndarray,
-                 class_index: np.ndarray, original: np.ndarray, steps: int = DEFAULT_STEPS,
+                 class_index: np.ndarray, original: np.ndarray, steps: int = DEFAULT_METRIC_STEPS,
                  batch_size: int = 32) -> Faithfulness:
     """Compute the metrics for a batch.
 

@@ -15,19 +15,28 @@ import logging
 from collections import deque
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 import numpy as np
 
 from camcli.backend import tensorflow
 from camcli.errors import ImageError, UsageProblem
 from camcli.images import load_rgb, resize_for_model
-from camcli.inputs import InputItem
-from camcli.methods import METHODS, TOP1, Explanation, Predictor
+from camcli.manifest import Request
+from camcli.methods import METHODS, TOP1, Predictor, rank_classes
 from camcli.models import LoadedModel, graph
 from camcli.models.preprocess import preprocess
+from camcli.options import DEFAULT_BATCH_SIZE, BatchOptions, ExplainRequest, ModelRequest, default
 
 log = logging.getLogger("camcli")
+
+
+class HasPath(Protocol):
+    """What the pipeline needs of an input: its path (an `camcli.inputs.InputItem`, or a
+    batch job that carries one)."""
+
+    path: str
 
 
 class Explainer:
@@ -35,66 +44,72 @@ class Explainer:
 
     Args:
         loaded: from `camcli.models.load`.
-        method: a key of `camcli.methods.METHODS`, or None to predict only.
-        layer: target layer name or path (default: the model's registered layer, else
-            found automatically).
-        class_spec: the class to explain for every image (index, WordNet id or name);
-            None explains each image's top-1 prediction.
+        request: what to explain (`camcli.options.ExplainRequest`; ``method=None``
+            predicts only).
         device: TensorFlow device name to run on (None: TensorFlow's choice).
-        method_options: keyword arguments for the method (Score-CAM: ``batch_size``,
-            ``max_maps``, ``progress``).
-        top_k_maps: also explain each image's top-K classes, one map per class.
-        metrics_steps: compute the faithfulness metrics (`camcli.metrics`) of each map
-            with this many deletion/insertion steps (None: no metrics).
+        progress: Score-CAM's progress hook (``progress(total)`` returns a tqdm-like bar).
 
     Raises:
         LayerError, CamNotApplicable, ClassError: the request does not fit the model.
-        UsageProblem: conflicting options.
+        UsageProblem: conflicting parameters.
     """
 
-    def __init__(self, loaded: LoadedModel, method: str | None = "gradcam",
-                 layer: str | None = None, class_spec: str | int | None = None,
-                 device: str | None = None, method_options: dict | None = None,
-                 top_k_maps: int | None = None, metrics_steps: int | None = None):
+    def __init__(self, loaded: LoadedModel, request: ExplainRequest = ExplainRequest(),
+                 device: str | None = None, progress=None):
+        _check(request)
         self.loaded = loaded
+        self.request = request
         self.device = device
-        self.method_name = method
-        if top_k_maps is not None and class_spec is not None:
-            raise UsageProblem("--top-k-maps explains the top classes: it cannot go with --class")
-        if top_k_maps is not None and not method:
-            raise UsageProblem("--top-k-maps needs a method")
-        if metrics_steps is not None and (not method or metrics_steps < 1):
-            raise UsageProblem("metrics need a method and at least one step")
-        self.metrics_steps = metrics_steps
-        source = "--layer" if layer else f"the registered layer of {loaded.name}"
-        self.graph = graph.build(loaded.model, layer or loaded.default_layer, source)
-        self.method = (METHODS[method](self.graph, **(method_options or {})) if method
-                       else Predictor(self.graph))
-        if top_k_maps is not None:
-            top_k_maps = min(top_k_maps, self.graph.num_classes)
-        self.top_k_maps = top_k_maps
-        self._scorer = Predictor(self.graph) if metrics_steps else None
+        self.method_name = request.method
+        self.metrics_steps = request.metric_steps
+        source = "as asked" if request.layer else f"the registered layer of {loaded.name}"
+        self.graph = graph.build(loaded.model, request.layer or loaded.default_layer, source)
+        if request.method == "scorecam":
+            self.method = METHODS["scorecam"](self.graph, batch_size=request.scorecam_batch,
+                                              max_maps=request.max_maps, progress=progress)
+        elif request.method:
+            self.method = METHODS[request.method](self.graph)
+        else:
+            self.method = Predictor(self.graph)
+        self.top_k_maps = (None if request.top_k_maps is None
+                           else min(request.top_k_maps, self.graph.num_classes))
+        self._scorer = Predictor(self.graph) if request.metric_steps else None
         self.class_index = (
-            TOP1 if class_spec is None
-            else loaded.labels.resolve(class_spec, self.graph.num_classes)
+            TOP1 if request.class_spec is None
+            else loaded.labels.resolve(request.class_spec, self.graph.num_classes)
         )
 
     @property
     def layer(self) -> str:
         return self.graph.layer
 
-    def __call__(self, resized: np.ndarray) -> Explanation:
+    @property
+    def answers(self) -> Request:
+        """The request each manifest record of this explainer answers."""
+        if self.top_k_maps is not None:
+            target, requested = "top-k", None
+        elif self.class_index == TOP1:
+            target, requested = "top1", None
+        else:
+            target, requested = "class", self.class_index
+        return Request(self.loaded.name, self.layer, self.method_name, target, requested)
+
+    def __call__(self, resized: np.ndarray) -> tuple[np.ndarray, list[list[ExplainedMap]]]:
         """Explain a float32 RGB batch already resized to the model's input size.
 
-        With ``top_k_maps``, the explanation's ``ranked_classes`` / ``ranked_maps`` hold one
-        map per top class (rank 1 first), each from its own pass of the method.
+        Returns the ``(n, classes)`` probabilities and, per image, its maps: one, or with
+        ``top_k_maps`` one per rank (each from its own pass of the method, rank 1 first).
         """
         batch = preprocess(self.loaded.preprocess, resized)
         with self._on_device():
             explanation = self.method(batch, self.class_index)
-            if self.top_k_maps:
-                self._rank(batch, explanation)
-        return explanation
+            if not self.top_k_maps:
+                maps = [[ExplainedMap(int(c), m)]
+                        for c, m in zip(explanation.class_index, _maps_or_none(explanation),
+                                        strict=True)]
+            else:
+                maps = self._ranked(batch, explanation)
+        return explanation.probabilities, maps
 
     def _on_device(self):
         """Run on the chosen device (``open_explainer``), else where TensorFlow places it."""
@@ -109,27 +124,66 @@ class Explainer:
             explanation = self._scorer(batch, np.asarray(classes, np.int32))
         return explanation.probabilities[np.arange(len(batch)), explanation.class_index]
 
-    def faithfulness(self, resized: np.ndarray, explanation: Explanation):
-        """The metrics of each image's (rank-1) map: a `camcli.metrics.Faithfulness`."""
+    def faithfulness(self, resized: np.ndarray, probabilities: np.ndarray,
+                     maps: list[list[ExplainedMap]]):
+        """The metrics of each image's first map: a `camcli.metrics.Faithfulness`."""
         from camcli.metrics import faithfulness
 
-        rows = np.arange(len(resized))
-        original = explanation.probabilities[rows, explanation.class_index]
-        return faithfulness(self.probability_of, resized, explanation.maps,
-                            explanation.class_index, original, self.metrics_steps,
-                            batch_size=max(len(resized), 32))
+        classes = np.array([first[0].class_index for first in maps], np.int32)
+        heatmaps = np.stack([first[0].heatmap for first in maps])
+        original = probabilities[np.arange(len(resized)), classes]
+        return faithfulness(self.probability_of, resized, heatmaps, classes, original,
+                            self.metrics_steps, batch_size=max(len(resized), 32))
 
-    def _rank(self, batch: np.ndarray, explanation: Explanation) -> None:
-        order = np.argsort(-explanation.probabilities, axis=1, kind="stable")
-        ranked = order[:, :self.top_k_maps].astype(np.int32)
-        maps = [explanation.maps]  # rank 1 is the top-1 map already computed
+    def _ranked(self, batch: np.ndarray, explanation) -> list[list[ExplainedMap]]:
+        ranked = rank_classes(explanation.probabilities, self.top_k_maps).astype(np.int32)
+        # Rank 1 is the map already computed: the method chose the top class by the same rule.
+        per_rank = [explanation.maps]
         for rank in range(1, ranked.shape[1]):
             if not self.method.class_specific:
-                maps.append(explanation.maps)  # e.g. EigenCAM: the same map for any class
+                per_rank.append(explanation.maps)  # e.g. EigenCAM: the same map for any class
             else:
-                maps.append(self.method(batch, ranked[:, rank]).maps)
-        explanation.ranked_classes = ranked
-        explanation.ranked_maps = np.stack(maps, axis=1)
+                per_rank.append(self.method(batch, ranked[:, rank]).maps)
+        return [[ExplainedMap(int(ranked[row, rank]), per_rank[rank][row], rank + 1)
+                 for rank in range(ranked.shape[1])] for row in range(len(batch))]
+
+
+def _check(request: ExplainRequest) -> None:
+    if request.top_k_maps is not None and request.class_spec is not None:
+        raise UsageProblem("{top_k_maps} explains the top classes: it cannot go with "
+                           "{class_spec}", ("top_k_maps", "class_spec"))
+    if request.method is None and (request.top_k_maps is not None
+                                   or request.metric_steps is not None):
+        raise UsageProblem("{top_k_maps} and {metric_steps} need a method",
+                           ("top_k_maps", "metric_steps"))
+    if request.metric_steps is not None and request.metric_steps < 1:
+        raise UsageProblem("{metric_steps} must be at least 1", ("metric_steps",))
+    scorecam_default = default(ExplainRequest, "scorecam_batch")
+    if request.method != "scorecam" and (request.max_maps is not None
+                                         or request.scorecam_batch != scorecam_default):
+        raise UsageProblem("{max_maps} and {scorecam_batch} apply to the scorecam method only",
+                           ("max_maps", "scorecam_batch"))
+
+
+def _maps_or_none(explanation) -> list:
+    if explanation.maps is None:
+        return [None] * len(explanation.class_index)
+    return list(explanation.maps)
+
+
+@dataclass
+class ExplainedMap:
+    """One map of one image.
+
+    Attributes:
+        class_index: the class it explains.
+        heatmap: the [0, 1] map at feature-map resolution (None when only predicting).
+        rank: with --top-k-maps, the class's rank (1 = most probable); else None.
+    """
+
+    class_index: int
+    heatmap: np.ndarray | None
+    rank: int | None = None
 
 
 @dataclass
@@ -137,43 +191,31 @@ class ImageResult:
     """What the pipeline found for one input.
 
     Attributes:
-        item: the input.
+        item: the input as given to `explain_stream` (anything with a ``path``).
         image: the decoded RGB photo (original size); None on error.
         probabilities: class probabilities; None on error.
-        class_index: the explained class; None on error.
-        heatmap: the [0, 1] map at feature-map resolution; None on error or when predicting.
-        ranked: with --top-k-maps, ``[(class_index, heatmap), ...]`` for ranks 1..K.
-        metrics: the faithfulness metrics of the (rank-1) map, when asked for.
+        maps: the image's maps, one by default or one per rank (`ExplainedMap`); empty
+            on error.
+        metrics: the faithfulness metrics of the first map, when asked for.
         error: why the input failed (None when it did not).
     """
 
-    item: InputItem
+    item: Any
     image: np.ndarray | None = None
     probabilities: np.ndarray | None = None
-    class_index: int | None = None
-    heatmap: np.ndarray | None = None
-    ranked: list[tuple[int, np.ndarray]] | None = None
+    maps: list[ExplainedMap] = field(default_factory=list)
     metrics: dict | None = None
     error: str | None = None
-
-    @property
-    def score(self) -> float | None:
-        """Probability of the explained class."""
-        if self.probabilities is None or self.class_index is None:
-            return None
-        return float(self.probabilities[self.class_index])
 
     def top(self, k: int, labels) -> list[list]:
         """The k most probable classes, best first, as ``[index, label, probability]``."""
         if self.probabilities is None:
             return []
-        k = min(k, len(self.probabilities))
-        best = np.argpartition(-self.probabilities, k - 1)[:k]
-        best = best[np.argsort(-self.probabilities[best], kind="stable")]
-        return [[int(i), labels.name(int(i)), float(self.probabilities[i])] for i in best]
+        return [[int(i), labels.name(int(i)), float(self.probabilities[i])]
+                for i in rank_classes(self.probabilities, k)]
 
 
-def _decode(item: InputItem, size: tuple[int, int]):
+def _decode(item: HasPath, size: tuple[int, int]):
     try:
         rgb = load_rgb(item.path)
         return rgb, resize_for_model(rgb, size)
@@ -185,14 +227,15 @@ def _decode(item: InputItem, size: tuple[int, int]):
         return f"cannot decode ({type(exc).__name__}: {exc})", None
 
 
-def _chunks(items: Iterable[InputItem], size: int) -> Iterator[list[InputItem]]:
+def _chunks(items: Iterable[HasPath], size: int) -> Iterator[list[HasPath]]:
     iterator = iter(items)
     while chunk := list(itertools.islice(iterator, size)):
         yield chunk
 
 
-def explain_stream(items: Iterable[InputItem], explainer: Explainer, batch_size: int = 32,
-                   workers: int = 2) -> Iterator[ImageResult]:
+def explain_stream(items: Iterable[HasPath], explainer: Explainer,
+                   batch_size: int = DEFAULT_BATCH_SIZE,
+                   workers: int = default(BatchOptions, "workers")) -> Iterator[ImageResult]:
     """Explain ``items`` lazily, in order, one model call per batch.
 
     Decoding runs in ``workers`` threads one batch ahead of the model, so the model never
@@ -222,46 +265,36 @@ def _run_batch(submitted, explainer: Explainer) -> list[ImageResult]:
             tensors.append(resized)
     if good:
         resized = np.stack(tensors)
-        explanation = explainer(resized)
-        scores = explainer.faithfulness(resized, explanation) if explainer.metrics_steps else None
+        probabilities, maps = explainer(resized)
+        scores = (explainer.faithfulness(resized, probabilities, maps)
+                  if explainer.metrics_steps else None)
         for row, position in enumerate(good):
             result = results[position]
-            result.probabilities = explanation.probabilities[row]
-            result.class_index = int(explanation.class_index[row])
-            if explanation.maps is not None:
-                result.heatmap = explanation.maps[row]
+            result.probabilities = probabilities[row]
+            result.maps = maps[row]
             if scores is not None:
                 result.metrics = scores.record(row)
-            if explanation.ranked_maps is not None:
-                result.ranked = [(int(c), m) for c, m in zip(explanation.ranked_classes[row],
-                                                             explanation.ranked_maps[row],
-                                                             strict=True)]
     return results
 
 
-def open_explainer(model: str | None = None, weights: str | None = "imagenet",
-                   labels_file: str | None = None, preprocess: str | None = None,
-                   layer: str | None = None, class_spec: str | int | None = None,
-                   device: str | None = None, method: str | None = "gradcam",
-                   method_options: dict | None = None,
-                   top_k_maps: int | None = None,
-                   unsafe_model_code: bool = False, precision: str = "fp32",
-                   metrics_steps: int | None = None) -> Explainer:
+def open_explainer(model: ModelRequest = ModelRequest(),
+                   explain: ExplainRequest = ExplainRequest(), progress=None) -> Explainer:
     """Pick the device, load the model and split it at the target layer, in that order.
 
-    Args: as the CLI's shared options (``None``: the default).
+    ``progress``: Score-CAM's progress hook (see `Explainer`).
     """
     from camcli.backend import apply_precision, resolve_precision, select_device
-    from camcli.models import DEFAULT_MODEL, load
+    from camcli.models import load
 
-    device_name = select_device(device)
-    precision = resolve_precision(precision, device_name)
+    _check(explain)
+    device_name = select_device(model.device)
+    precision = resolve_precision(model.precision, device_name)
     with tensorflow().device(device_name):
-        loaded = load(model or DEFAULT_MODEL, weights=weights, preprocess=preprocess,
-                      labels_file=labels_file, unsafe_model_code=unsafe_model_code)
+        loaded = load(model.model, weights=model.weights, preprocess=model.preprocess,
+                      labels_file=model.labels_file,
+                      unsafe_model_code=model.unsafe_model_code)
         apply_precision(loaded.model, precision)
+    loaded.precision = precision
     log.info("model: %s (input %dx%d, preprocessing %s)", loaded.name, loaded.input_size[1],
              loaded.input_size[0], loaded.preprocess)
-    return Explainer(loaded, method=method, layer=layer, class_spec=class_spec,
-                     device=device_name, method_options=method_options, top_k_maps=top_k_maps,
-                     metrics_steps=metrics_steps)
+    return Explainer(loaded, explain, device=device_name, progress=progress)

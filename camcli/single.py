@@ -1,25 +1,24 @@
-"""``camcli cam`` / ``gradcam`` / ``explain``: one overlay per image, named after it.
+"""``camcli cam`` / ``gradcam`` / ``explain``: pictures named after each image.
 
 Default name ``<stem>_<method>.jpg`` in the current folder (or in ``out_dir``); inputs from
-sub-folders keep their relative folder, so two ``x.jpg`` never overwrite each other.
+sub-folders keep their relative folder, so two ``x.jpg`` never overwrite each other. With
+--top-k-maps, one picture per rank: ``<stem>_<method>.<rank>-<label>.jpg``.
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
-from camcli import render
-from camcli.atomic import write_atomic
-from camcli.batch import renders
+from camcli import outputs
 from camcli.inputs import InputItem
+from camcli.options import DEFAULT_BATCH_SIZE, RenderStyle
 from camcli.pipeline import Explainer, explain_stream
 
 
 @dataclass
 class Written:
-    """One overlay's outcome: the file written and the class explained, or an error."""
+    """One picture's outcome: the file written and the class explained, or an error."""
 
     input: str
     output: str | None = None
@@ -27,47 +26,25 @@ class Written:
     label: str | None = None
     score: float | None = None
     error: str | None = None
-    rank: int | None = None
 
 
-def output_path(item: InputItem, method: str, output: str | None = None,
-                out_dir: str | None = None) -> str:
-    """Where the overlay of ``item`` goes (see module docstring)."""
-    if output:
-        return output
-    stem = os.path.splitext(item.relative)[0]
-    return os.path.join(out_dir or os.curdir, f"{stem}_{method}.jpg")
-
-
-def explain_images(items: Iterable[InputItem], explainer: Explainer, method: str,
-                   output: str | None = None, out_dir: str | None = None, batch_size: int = 32,
-                   alpha: float = 0.4, colormap: str = "jet", quality: int = 90,
-                   panel: bool = False) -> Iterator[Written]:
-    """Write one overlay (or, with ``panel``, an original | heatmap | overlay panel with
-    a caption) per image; yields a `Written` per picture, in order."""
-    labels = explainer.loaded.labels
+def explain_images(items: Iterable[InputItem], explainer: Explainer, output: str | None = None,
+                   out_dir: str | None = None, style: RenderStyle = RenderStyle(),
+                   batch_size: int = DEFAULT_BATCH_SIZE) -> Iterator[Written]:
+    """Write the pictures of each image (see the module docstring); yields a `Written` per
+    picture (or per image that failed), in order."""
+    labels, method = explainer.loaded.labels, explainer.method_name
     for result in explain_stream(items, explainer, batch_size):
         if result.error:
             yield Written(result.item.path, error=result.error)
             continue
-        path = output_path(result.item, method, output, out_dir)
-        for rank, class_index, heatmap, target, _ in renders(result, path, None, labels):
+        name = outputs.single_name(result.item.relative, method, output, out_dir)
+        for picture in outputs.pictures(result, name, False, labels):
             try:
-                if panel:
-                    probability = float(result.probabilities[class_index])
-                    caption = (f"{labels.name(class_index)} (class {class_index}) "
-                               f"{probability:.1%} - {method}")
-                    picture = render.panel(result.image, heatmap, caption, alpha, colormap)
-                else:
-                    picture = render.overlay(result.image, heatmap, alpha, colormap)
-                write_atomic(target, render.encode_jpeg(picture, quality))
-            except OSError as exc:
-                error = f"cannot write {target}: {exc.strerror or exc}"
-                yield Written(result.item.path, error=error, rank=rank)
+                outputs.write(result, picture, style, method, labels)
+            except Exception as exc:  # e.g. cv2.error: this picture fails, the others go on
+                yield Written(result.item.path, error=outputs.failure(exc, picture.path))
                 continue
-            except Exception as exc:  # e.g. cv2.error: this image fails, the others go on
-                error = f"cannot render {target} ({type(exc).__name__}: {exc})"
-                yield Written(result.item.path, error=error, rank=rank)
-                continue
-            yield Written(result.item.path, target, class_index, labels.name(class_index),
-                          float(result.probabilities[class_index]), rank=rank)
+            probability = float(result.probabilities[picture.class_index])
+            yield Written(result.item.path, picture.path, picture.class_index,
+                          labels.name(picture.class_index), probability)

@@ -14,8 +14,9 @@ from PIL import Image
 
 from camcli.cli import main
 
-MANIFEST_FIELDS = {"input", "output", "map", "model", "layer", "method", "class_index", "label",
-                   "score", "top", "metrics", "error"}
+MANIFEST_FIELDS = {"schema", "input", "output", "map", "model", "layer", "method", "target",
+                   "requested_class", "rank", "class_index", "label", "score", "top", "metrics",
+                   "precision", "error", "time"}
 
 
 @pytest.fixture
@@ -52,7 +53,12 @@ def test_batch_mirrors_the_tree_and_records_everything(photos, tmp_path, model_a
     for record in records.values():
         assert set(record) == MANIFEST_FIELDS
     good = records["red.jpg"]
-    assert good["output"] == str(out / "red.jpg") and good["map"] == str(out / "red.npy")
+    assert good["output"] == "red.jpg" and good["map"] == "red.npy"  # relative to the manifest
+    assert records["sub/green.png"]["output"] == "sub/green.jpg"
+    assert good["input"] == str(photos / "red.jpg") and os.path.isabs(good["input"])
+    assert (good["schema"], good["target"], good["requested_class"], good["rank"]) == (
+        2, "top1", None, None)
+    assert good["precision"] == "fp32" and good["time"].endswith("Z")
     assert good["model"].endswith("tiny_gap.keras") and good["layer"] == "conv"
     assert good["method"] == "gradcam" and good["error"] is None
     assert good["label"] == ["red thing", "green thing", "blue thing"][good["class_index"]]
@@ -328,7 +334,7 @@ def test_explain_any_method_into_a_folder(photos, tmp_path, model_args):
 
 @pytest.mark.parametrize("args, message", [
     (["--method", "gradcam", "--max-maps", "3"],
-     "Error: --max-maps and --scorecam-batch apply to --method scorecam only"),
+     "Error: --max-maps and --scorecam-batch apply to the scorecam method only"),
     (["--top-k-maps", "2", "--class", "1"],
      "Error: --top-k-maps explains the top classes: it cannot go with --class"),
     (["--top-k-maps", "2", "-o", "one.jpg"],
@@ -365,10 +371,11 @@ def test_batch_top_k_maps_records_one_row_per_rank_and_resumes(photos, tmp_path,
         assert row["score"] == pytest.approx(row["top"][row["rank"] - 1][2])
         label = row["label"].replace(" ", "_")
         stem = os.path.splitext(os.path.relpath(row["input"], photos))[0]
-        assert row["output"] == str(out / f"{stem}.{row['rank']}-{label}.jpg")
-        assert row["map"] == str(out / f"{stem}.{row['rank']}-{label}.npy")
-        assert os.path.isfile(row["output"]) and os.path.isfile(row["map"])
-    maps = [np.load(r["map"]) for r in rows[:3]]
+        assert row["target"] == "top-k"
+        assert row["output"] == f"{stem}.{row['rank']}-{label}.jpg"
+        assert row["map"] == f"{stem}.{row['rank']}-{label}.npy"
+        assert (out / row["output"]).is_file() and (out / row["map"]).is_file()
+    maps = [np.load(out / r["map"]) for r in rows[:3]]
     assert not np.allclose(maps[0], maps[1])  # a different class, a different map
 
     again = run(args)
@@ -409,7 +416,7 @@ def test_concurrent_shards_share_one_output_folder(tmp_path, model_args):
     for part in parts:
         with open(part, encoding="utf-8") as f:
             rows = [json.loads(line) for line in f]  # every line parses: no interleaving
-        assert rows and all(r["error"] is None and os.path.isfile(r["output"]) for r in rows)
+        assert rows and all(r["error"] is None and (out / r["output"]).is_file() for r in rows)
         inputs += [r["input"] for r in rows]
     assert sorted(inputs) == sorted(str(p) for p in photos.rglob("*.jpg"))  # each exactly once
 
@@ -445,7 +452,7 @@ def test_sigkill_at_random_moments_then_resume(tmp_path, model_args):
         if not manifest_path.exists():
             return {}
         rows = manifest(out)  # raises if a line is torn
-        return {r["input"]: os.stat(r["output"]).st_mtime_ns for r in rows}
+        return {r["input"]: os.stat(out / r["output"]).st_mtime_ns for r in rows}
 
     kills, previous = 0, {}
     while kills < 5:
@@ -475,9 +482,9 @@ def test_sigkill_at_random_moments_then_resume(tmp_path, model_args):
     rows = manifest(out)
     assert len(rows) == len({r["input"] for r in rows}) == 700  # exactly one record each
     for row in rows:
-        with Image.open(row["output"]) as overlay:
+        with Image.open(out / row["output"]) as overlay:
             overlay.load()  # decodes completely
-    outputs = {r["input"]: r["output"] for r in rows}
+    outputs = {r["input"]: out / r["output"] for r in rows}
     for path, stamp in previous.items():
         assert os.stat(outputs[path]).st_mtime_ns == stamp, f"{path} was redone"
     assert not [p for p in out.rglob(".camcli-*")]  # the killed runs' temporaries are gone

@@ -94,7 +94,7 @@ def test_every_hostile_input_gets_an_overlay_or_a_reason(corpus, tmp_path, model
             assert f"Error: {record['input']}: {wanted}" in result.stderr
         else:
             assert record["error"] is None, (relative, record["error"])
-            output = os.path.realpath(record["output"])
+            output = os.path.realpath(out / record["output"])
             assert output.startswith(os.path.realpath(out) + os.sep)  # never outside --out
             with Image.open(output) as overlay:
                 assert overlay.size == wanted, relative

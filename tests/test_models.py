@@ -18,7 +18,7 @@ from camcli.pipeline import Explainer
 def test_builtin_model_registered_layer_and_head(name, map_size):
     loaded = load(name, weights=None)
     assert loaded.input_size == (224, 224) and len(loaded.labels) == 1000
-    explainer = Explainer(loaded, method="gradcam")
+    explainer = Explainer(loaded)  # Grad-CAM, the default method
     assert explainer.layer == BUILTIN[name].target_layer
     assert tuple(explainer.graph.model.outputs[0].shape[1:3]) == (map_size, map_size)
     assert explainer.graph.output_kind == "softmax"
@@ -42,7 +42,7 @@ def test_failed_imagenet_download_says_what_to_do(monkeypatch, capsys):
         load("resnet50")
     message = str(info.value)
     assert message.startswith("could not download the ImageNet weights of resnet50 (URL fetch")
-    assert "needs internet" in message and "--weights FILE" in message
+    assert "needs internet" in message and "weights FILE" in message
     assert "use the default model (efficientnet-lite0)" in message
     assert capsys.readouterr().out == ""  # Keras' download notice went to stderr
 
@@ -75,7 +75,7 @@ def test_unsafe_lambda_model_is_refused(keras, tmp_path):
         load(str(path))
     assert str(info.value) == (
         f"cannot load model file {path}: it holds Python code (a Lambda layer), which camcli "
-        "does not run by default; if you trust the file, pass --unsafe-model-code")
+        "does not run by default; if you trust the file, pass unsafe_model_code")
 
 
 def test_unsafe_model_code_is_an_explicit_choice(keras, tmp_path, caplog):

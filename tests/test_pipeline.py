@@ -8,17 +8,17 @@ import numpy as np
 import pytest
 from conftest import gap_model, write_image
 
-from camcli import batch as batch_mod
-from camcli import labels, pipeline
-from camcli.batch import BatchOptions, run_batch
+from camcli import labels, outputs, pipeline, render
+from camcli.batch import run_batch
 from camcli.models import LoadedModel
+from camcli.options import BatchOptions
 
 
 @pytest.fixture
 def explainer(keras):
     model = gap_model(keras, size=16, classes=3, seed=2)
     loaded = LoadedModel("tiny", model, (16, 16), "scale01", labels.generic(3))
-    return pipeline.Explainer(loaded, method="gradcam")
+    return pipeline.Explainer(loaded)
 
 
 @pytest.fixture
@@ -50,7 +50,7 @@ def test_an_unexpected_decoder_failure_is_one_error_row(explainer, folder, tmp_p
 
 
 def test_a_rendering_failure_is_one_error_row(explainer, folder, tmp_path, monkeypatch):
-    real = batch_mod.render.overlay
+    real = render.overlay
     calls = []
 
     def flaky(*args, **kwargs):
@@ -59,12 +59,13 @@ def test_a_rendering_failure_is_one_error_row(explainer, folder, tmp_path, monke
             raise ValueError("bad colour")
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(batch_mod.render, "overlay", flaky)
+    monkeypatch.setattr(render, "overlay", flaky)
     summary = run_batch([str(folder)], explainer,
                         BatchOptions(out_dir=str(tmp_path / "o"), workers=1))
     assert (summary.written, summary.failed) == (2, 1)
     failed = [r for r in records(tmp_path / "o") if r["error"]]
-    assert failed[0]["error"] == "cannot render output (ValueError: bad colour)"
+    picture = tmp_path / "o" / "b.jpg"
+    assert failed[0]["error"] == f"cannot render {picture} (ValueError: bad colour)"
     assert failed[0]["output"] is None
 
 
@@ -78,7 +79,7 @@ def test_stream_keeps_input_order_across_batches(explainer, tmp_path):
                                            batch_size=2))
     assert [r.item.relative for r in results] == [f"{i}.png" for i in range(7)]
     assert results[3].error == "empty file"
-    assert all(r.heatmap.shape == (16, 16) for i, r in enumerate(results) if i != 3)
+    assert all(r.maps[0].heatmap.shape == (16, 16) for i, r in enumerate(results) if i != 3)
     assert [r.image.shape[1] for i, r in enumerate(results) if i != 3] == [20, 21, 22, 24, 25, 26]
     assert np.allclose([r.probabilities.sum() for i, r in enumerate(results) if i != 3], 1.0)
 
@@ -91,7 +92,7 @@ def test_disk_full_stops_the_run_and_resume_finishes_it(explainer, tmp_path, mon
     for i in range(6):
         write_image(tmp_path / "in6" / f"{i}.jpg")
     out = tmp_path / "o"
-    real, calls = batch_mod.write_atomic, []
+    real, calls = outputs.write_atomic, []
 
     def filling_up(path, data):
         calls.append(path)
@@ -99,7 +100,7 @@ def test_disk_full_stops_the_run_and_resume_finishes_it(explainer, tmp_path, mon
             raise OSError(errno.ENOSPC, "No space left on device")
         real(path, data)
 
-    monkeypatch.setattr(batch_mod, "write_atomic", filling_up)
+    monkeypatch.setattr(outputs, "write_atomic", filling_up)
     with pytest.raises(OutputError) as info:
         run_batch([str(tmp_path / "in6")], explainer, BatchOptions(out_dir=str(out), workers=1))
     assert str(info.value) == (
@@ -107,7 +108,7 @@ def test_disk_full_stops_the_run_and_resume_finishes_it(explainer, tmp_path, mon
         "before it; run the same command again to resume")
     assert [r["error"] for r in records(out)] == [None, None]  # no error rows for the rest
 
-    monkeypatch.setattr(batch_mod, "write_atomic", real)
+    monkeypatch.setattr(outputs, "write_atomic", real)
     summary = run_batch([str(tmp_path / "in6")], explainer, BatchOptions(out_dir=str(out)))
     assert (summary.skipped, summary.written, summary.failed) == (2, 4, 0)
     assert sorted(p.name for p in out.glob("*.jpg")) == [f"{i}.jpg" for i in range(6)]

@@ -3,7 +3,7 @@ method table; every method is one small subclass of `BaseCAM`."""
 
 from __future__ import annotations
 
-from camcli.methods.base import TOP1, BaseCAM, Explanation, Predictor
+from camcli.methods.base import TOP1, BaseCAM, Explanation, Predictor, rank_classes
 from camcli.methods.cam import CAM
 from camcli.methods.eigencam import EigenCAM
 from camcli.methods.gradient import GradCAM, GradCAMPlusPlus, HiResCAM, LayerCAM, XGradCAM
@@ -15,7 +15,8 @@ METHODS: dict[str, type[BaseCAM]] = {
 }
 
 __all__ = ["METHODS", "TOP1", "BaseCAM", "CAM", "EigenCAM", "Explanation", "GradCAM",
-           "GradCAMPlusPlus", "HiResCAM", "LayerCAM", "Predictor", "ScoreCAM", "XGradCAM"]
+           "GradCAMPlusPlus", "HiResCAM", "LayerCAM", "Predictor", "ScoreCAM", "XGradCAM",
+           "rank_classes"]
 
 
 def methods_table() -> str:

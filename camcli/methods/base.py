@@ -30,20 +30,28 @@ class Explanation:
             only predicting).
         maps: ``(n, h, w)`` float32 maps in [0, 1]; an image with no positive evidence has
             an all-zero map.
-        ranked_classes: ``(n, k)`` with top-k maps: each image's top-k classes.
-        ranked_maps: ``(n, k, h, w)`` their maps.
     """
 
     probabilities: np.ndarray
     class_index: np.ndarray
     raw_maps: np.ndarray | None = None
     maps: np.ndarray | None = None
-    ranked_classes: np.ndarray | None = None
-    ranked_maps: np.ndarray | None = None
 
 
 #: A requested class of -1 means "the top-1 prediction" (the default).
 TOP1 = -1
+
+
+def rank_classes(probabilities: np.ndarray, k: int) -> np.ndarray:
+    """The ``k`` most probable classes of each row, best first.
+
+    The one rule for "the top class" everywhere (the explained class, a record's ``top``,
+    --top-k-maps ranks): higher probability first, and on a tie the lower class index
+    first. `forward` applies the same rule inside TensorFlow (``tf.math.top_k`` puts the
+    lower index first on ties), on the very same probabilities.
+    """
+    order = np.argsort(-np.asarray(probabilities), axis=-1, kind="stable")
+    return order[..., :k]
 
 
 class BaseCAM:
@@ -132,7 +140,8 @@ def forward(graph: ExplainGraph, x, requested):
         probabilities = tf.sigmoid(logits)
     else:
         probabilities = logits
-    top1 = tf.argmax(probabilities, axis=-1, output_type=tf.int32)
+    # Not tf.argmax: it does not say which index wins a tie; top_k takes the lower one.
+    top1 = tf.math.top_k(probabilities, k=1).indices[:, 0]
     class_index = tf.where(requested >= 0, requested, top1)
     score = tf.gather(logits, class_index, batch_dims=1)
     return features, probabilities, class_index, score

@@ -15,6 +15,7 @@ import numpy as np
 
 from camcli.backend import tensorflow
 from camcli.methods.base import BaseCAM, Explanation, _compile, _requested, forward, normalise
+from camcli.options import ExplainRequest, default
 
 
 class ScoreCAM(BaseCAM):
@@ -23,7 +24,8 @@ class ScoreCAM(BaseCAM):
     cost = "1 + C forwards (C channels, or --max-maps)"
     use_when = "no gradients needed; robust to saturated gradients; slow"
 
-    def __init__(self, graph, batch_size: int = 64, max_maps: int | None = None,
+    def __init__(self, graph, batch_size: int = default(ExplainRequest, "scorecam_batch"),
+                 max_maps: int | None = None,
                  progress: Callable[[int], object] | None = None):
         """
         Args:

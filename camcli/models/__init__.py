@@ -118,7 +118,8 @@ class LoadedModel:
         input_size: (height, width) images are resized to.
         preprocess: preprocessing mode applied after resizing.
         labels: class names.
-        default_layer: the layer explained when --layer is not given (None: automatic).
+        default_layer: the layer explained when no layer is asked for (None: automatic).
+        precision: the compute precision the model runs in (`camcli.backend`).
     """
 
     name: str
@@ -127,6 +128,7 @@ class LoadedModel:
     preprocess: str
     labels: labels_mod.Labels
     default_layer: str | None = None
+    precision: str = "fp32"
 
 
 def load(
@@ -162,7 +164,8 @@ def load(
         loaded = _load_builtin(BUILTIN[name], weights)
     elif os.path.isfile(name):
         if weights not in (None, "imagenet", "none"):
-            raise UsageProblem("--weights applies to built-in models; a model file has its own")
+            raise UsageProblem("{weights} applies to built-in models; a model file has its "
+                               "own", ("weights",))
         loaded = _load_file(name, unsafe_model_code)
     elif name.lower().endswith(MODEL_FILE_SUFFIXES) or os.sep in name:
         raise UnknownModel(f"model file not found: {name}")
@@ -189,7 +192,7 @@ def load(
 def _load_builtin(spec: ModelSpec, weights: str | None) -> LoadedModel:
     weights_file = None
     if weights in (None, "none"):
-        log.warning("model %s: random weights (--weights none): the heatmaps mean nothing",
+        log.warning("model %s: random weights (weights=none): the heatmaps mean nothing",
                     spec.name)
         keras_weights = None
     elif weights == "imagenet":
@@ -211,7 +214,7 @@ def _load_builtin(spec: ModelSpec, weights: str | None) -> LoadedModel:
                 f"could not download the ImageNet weights of {spec.name} ({exc}). Keras "
                 "downloads them once into ~/.keras/models, which needs internet; offline, "
                 f"use the default model ({DEFAULT_MODEL}), copy the weights there, or pass "
-                "--weights FILE"
+                "{weights} FILE", ("weights",)
             ) from None
         raise ModelError(f"could not build {spec.name}: {exc}") from exc
     if weights_file:
@@ -228,8 +231,8 @@ def _load_file(path: str, unsafe_model_code: bool = False) -> LoadedModel:
     import keras
 
     if unsafe_model_code:
-        log.warning("loading %s with --unsafe-model-code: Python code stored in the file "
-                    "will run", path)
+        log.warning("loading %s with unsafe model code allowed: Python code stored in the "
+                    "file will run", path)
     try:
         model = keras.saving.load_model(path, compile=False, safe_mode=not unsafe_model_code)
     except Exception as exc:
@@ -238,7 +241,7 @@ def _load_file(path: str, unsafe_model_code: bool = False) -> LoadedModel:
             raise ModelError(
                 f"cannot load model file {path}: it holds Python code (a Lambda layer), which "
                 "camcli does not run by default; if you trust the file, pass "
-                "--unsafe-model-code"
+                "{unsafe_model_code}", ("unsafe_model_code",)
             ) from None
         first_line = text.splitlines()[0] if text else type(exc).__name__
         raise ModelError(f"cannot load model file {path}: {first_line}") from None
@@ -250,4 +253,6 @@ def _load_file(path: str, unsafe_model_code: bool = False) -> LoadedModel:
                          f"3), got {shape}")
     height, width = shape[1], shape[2]
     input_size = (height, width) if height and width else DEFAULT_INPUT_SIZE
-    return LoadedModel(path, model, input_size, "none", labels_mod.generic(0), None)
+    # The absolute path names the model in records: the same file from any folder.
+    return LoadedModel(os.path.abspath(path), model, input_size, "none",
+                       labels_mod.generic(0), None)

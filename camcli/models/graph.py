@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import difflib
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from camcli.backend import tensorflow
@@ -37,9 +37,6 @@ _INFERENCE_IDENTITY = (
     "ActivityRegularization",
     "Identity",
 )
-
-OUTPUT_KINDS = ("softmax", "sigmoid", "raw")
-
 
 @dataclass
 class _Call:
@@ -70,7 +67,6 @@ class ExplainGraph:
     num_classes: int
     cam_kernel: Any = None
     cam_problem: str | None = None
-    layer_paths: list[str] = field(default_factory=list)
 
 
 def _is_sequential(layer) -> bool:
@@ -226,7 +222,7 @@ def _cam_head(calls: list[_Call], features, output) -> tuple[Any, str | None]:
     return dense.kernel, None
 
 
-def build(model, layer: str | None = None, source: str = "--layer") -> ExplainGraph:
+def build(model, layer: str | None = None, source: str = "as asked") -> ExplainGraph:
     """Split ``model`` open at ``layer`` (a name or nested path; None: found automatically).
 
     ``source`` says where ``layer`` came from, for the log line.
@@ -272,5 +268,4 @@ def build(model, layer: str | None = None, source: str = "--layer") -> ExplainGr
         num_classes=int(output.shape[-1]),
         cam_kernel=kernel,
         cam_problem=problem,
-        layer_paths=[c.path for c in replay.calls],
     )

@@ -1,0 +1,295 @@
+"""The manifest: one JSON record per explained picture (or failed input), one writer, one reader.
+
+``OUT/manifest.jsonl`` (``manifest.K-of-N.jsonl`` for a shard) holds one JSON object per
+line. A `Record` states the request it answers (model, layer, method, target, class asked
+for) and the input it concerns; readers key on those, never on the results. Paths of the
+pictures are relative to the manifest's own folder, so an output folder can be moved or
+copied; the input is an absolute path.
+
+Records are appended, never rewritten. The records of one input from one run (one per map
+with ``--top-k-maps``) form a *group*, appended in one write so a killed run leaves all of
+them or none. For each input, readers take the latest group: within a file the later line,
+across files (shards) the later ``time``. A group for another request (method, class,
+model, layer) *supersedes* the earlier one: the last one counts.
+
+Schema 2 (this module). Schema 1, written by camcli 0.x before ``schema`` existed, is still
+read: its paths were relative to the folder the run started in (they are resolved against
+the current folder, then looked up under the manifest's folder), and its request is
+inferred as that release did (``top1`` when the explained class is the top class).
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+from camcli.errors import OutputError
+
+SCHEMA = 2
+MANIFEST_NAME = "manifest.jsonl"
+
+#: What a record explains: each image's top class, its top K classes (``rank`` 1..K), or
+#: a class asked for (``requested_class``).
+TARGETS = ("top1", "top-k", "class")
+
+
+@dataclass(frozen=True)
+class Request:
+    """What a record answers. Two records answer the same request when these are equal.
+
+    Attributes:
+        model: the built-in model's name, or the model file's absolute path.
+        layer: the target layer's path.
+        method: the method's name.
+        target: one of `TARGETS`.
+        requested_class: the class asked for (target ``class``), else None.
+    """
+
+    model: str
+    layer: str
+    method: str
+    target: str
+    requested_class: int | None = None
+
+    def __post_init__(self):
+        if self.target not in TARGETS:
+            raise ValueError(f"target must be one of {TARGETS}, got {self.target!r}")
+
+
+@dataclass
+class Record:
+    """One line of the manifest: one picture written, or one input that failed.
+
+    Attributes:
+        input: the input's absolute path.
+        request: what was asked (see `Request`).
+        rank: for target ``top-k``, the rank of the explained class (1 = most probable).
+        output: the overlay, relative to the manifest's folder ('/'-separated); None on error.
+        map: the ``.npy`` map, likewise, or None.
+        class_index, label, score: the explained class, its name and probability.
+        top: ``[[index, label, probability], ...]``, most probable first.
+        metrics: the map's faithfulness metrics, or None.
+        precision: the model's compute precision.
+        error: why the input failed, or None.
+        time: when the record was appended (UTC, ISO 8601).
+        schema: the schema the record was written in.
+    """
+
+    input: str
+    request: Request
+    rank: int | None = None
+    output: str | None = None
+    map: str | None = None
+    class_index: int | None = None
+    label: str | None = None
+    score: float | None = None
+    top: list = field(default_factory=list)
+    metrics: dict | None = None
+    precision: str | None = None
+    error: str | None = None
+    time: str = ""
+    schema: int = SCHEMA
+
+    def to_json(self) -> str:
+        """The record as one JSON line (no newline), in the documented field order."""
+        data = {
+            "schema": self.schema, "input": self.input, "output": self.output, "map": self.map,
+            "model": self.request.model, "layer": self.request.layer,
+            "method": self.request.method, "target": self.request.target,
+            "requested_class": self.request.requested_class, "rank": self.rank,
+            "class_index": self.class_index, "label": self.label, "score": self.score,
+            "top": self.top, "metrics": self.metrics, "precision": self.precision,
+            "error": self.error, "time": self.time,
+        }
+        return json.dumps(data, ensure_ascii=False)
+
+    @classmethod
+    def from_json(cls, line: str, folder: str) -> Record | None:
+        """Parse one manifest line of the manifest in ``folder``; None for a torn or foreign
+        line. Schema-1 lines are converted (see the module's docstring)."""
+        try:
+            data = json.loads(line)
+        except ValueError:
+            return None
+        if not isinstance(data, dict) or not isinstance(data.get("input"), str):
+            return None
+        try:
+            if "schema" not in data:
+                return _from_schema_1(data, folder)
+            request = Request(data["model"], data["layer"], data["method"], data["target"],
+                              data.get("requested_class"))
+            return cls(input=data["input"], request=request, rank=data.get("rank"),
+                       output=data.get("output"), map=data.get("map"),
+                       class_index=data.get("class_index"), label=data.get("label"),
+                       score=data.get("score"), top=data.get("top") or [],
+                       metrics=data.get("metrics"), precision=data.get("precision"),
+                       error=data.get("error"), time=data.get("time") or "",
+                       schema=data["schema"])
+        except (KeyError, TypeError, ValueError):
+            return None
+
+    def path(self, folder: str, which: str = "output") -> str | None:
+        """The absolute path of ``output`` or ``map``, for the manifest in ``folder``."""
+        relative = getattr(self, which)
+        if relative is None:
+            return None
+        return os.path.join(os.path.abspath(folder), *relative.split("/"))
+
+
+def relative_to(path: str, folder: str) -> str:
+    """``path`` relative to ``folder``, with '/' separators (how records store pictures)."""
+    return os.path.relpath(os.path.abspath(path), os.path.abspath(folder)).replace(os.sep, "/")
+
+
+def now() -> str:
+    """The current UTC time as records store it (millisecond resolution)."""
+    seconds = time.time()
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + \
+        f".{int(seconds % 1 * 1000):03d}Z"
+
+
+def _from_schema_1(data: dict, folder: str) -> Record:
+    rank, top = data.get("rank"), data.get("top") or []
+    class_index = data.get("class_index")
+    if rank is not None:
+        target, requested = "top-k", None
+    elif data.get("error") is not None or (top and class_index == top[0][0]):
+        target, requested = "top1", None
+    else:
+        target, requested = "class", class_index
+    request = Request(data["model"], data["layer"], data["method"], target, requested)
+    return Record(input=os.path.abspath(data["input"]), request=request, rank=rank,
+                  output=_schema_1_path(data.get("output"), folder),
+                  map=_schema_1_path(data.get("map"), folder), class_index=class_index,
+                  label=data.get("label"), score=data.get("score"), top=top,
+                  metrics=data.get("metrics"), error=data.get("error"), schema=1)
+
+
+def _schema_1_path(path: str | None, folder: str) -> str | None:
+    """Schema 1 stored paths as seen from where the run started: take the path if it
+    exists from here under ``folder``, else the longest tail of it that exists there."""
+    if not path:
+        return None
+    absolute = os.path.abspath(path)
+    if os.path.isfile(absolute) and absolute.startswith(os.path.abspath(folder) + os.sep):
+        return relative_to(absolute, folder)
+    parts = os.path.normpath(path).split(os.sep)
+    for start in range(1, len(parts)):
+        if os.path.isfile(os.path.join(folder, *parts[start:])):
+            return "/".join(parts[start:])
+    return relative_to(absolute, folder)
+
+
+# -- writing -----------------------------------------------------------------------------
+
+
+def manifest_name(shard: tuple[int, int] | None) -> str:
+    """``manifest.jsonl``, or ``manifest.K-of-N.jsonl`` for one shard of a split run."""
+    return MANIFEST_NAME if shard is None else f"manifest.{shard[0]}-of-{shard[1]}.jsonl"
+
+
+class ManifestWriter:
+    """Appends groups of records to one manifest file, each group in one ``write``."""
+
+    def __init__(self, path: str):
+        self.path = path
+        self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+        size = os.fstat(self._fd).st_size
+        if size:
+            with open(path, "rb") as f:
+                f.seek(size - 1)
+                if f.read(1) != b"\n":  # a line torn by a killed run: end it
+                    os.write(self._fd, b"\n")
+
+    def append(self, records: list[Record]) -> None:
+        """Append ``records`` (one input's group) with one write, stamped with the time.
+
+        Raises:
+            OutputError: the manifest cannot be written.
+        """
+        stamp = now()
+        for record in records:
+            record.time = stamp
+        data = "".join(record.to_json() + "\n" for record in records).encode("utf-8")
+        try:
+            written = os.write(self._fd, data)
+            while written < len(data):  # only a full disk writes part of a buffer
+                written += os.write(self._fd, data[written:])
+        except OSError as exc:
+            raise OutputError(f"cannot write the manifest {self.path}: "
+                              f"{exc.strerror or exc}; run the same command again to resume "
+                              "once it can be written") from None
+
+    def close(self) -> None:
+        os.fsync(self._fd)
+        os.close(self._fd)
+
+
+# -- reading -----------------------------------------------------------------------------
+
+
+def read(path: str) -> Iterator[Record]:
+    """The complete records of one manifest file, in order; torn or foreign lines are
+    skipped. A missing file has none."""
+    folder = os.path.dirname(os.path.abspath(path))
+    try:
+        f = open(path, encoding="utf-8", errors="replace")
+    except FileNotFoundError:
+        return
+    with f:
+        for line in f:
+            record = Record.from_json(line, folder)
+            if record is not None:
+                yield record
+
+
+def parts(folder: str) -> list[str]:
+    """Every manifest file in ``folder`` (the run's and each shard's), in a stable order."""
+    found = glob.glob(os.path.join(glob.escape(folder), "manifest*.jsonl"))
+    return sorted(found, key=lambda p: (os.path.basename(p) != MANIFEST_NAME, p))
+
+
+@dataclass
+class Group:
+    """The records of one input from one run, as a reader keeps them.
+
+    Attributes:
+        request: the request they answer.
+        time: when they were appended.
+        maps: ``{rank: value}`` (rank None outside top-k runs); the value is what the
+            reader asked to keep of each record (`latest`'s ``keep``).
+        failed: whether the input failed (an error record).
+    """
+
+    request: Request
+    time: str
+    maps: dict = field(default_factory=dict)
+    failed: bool = False
+
+
+def latest(folder: str, keep: Callable[[Record], object] = lambda record: record
+           ) -> dict[str, Group]:
+    """The latest group of every input over all the manifests in ``folder``.
+
+    Within a file the later group wins; across files, the later ``time`` (then the later
+    file). ``keep(record)`` is what is kept per record (the whole record by default;
+    resume keeps only the paths, so memory stays small on big runs).
+    """
+    chosen: dict[str, Group] = {}
+    for path in parts(folder):
+        current: dict[str, Group] = {}
+        for record in read(path):
+            group = current.get(record.input)
+            if group is None or group.request != record.request or record.rank in group.maps \
+                    or group.failed or record.error is not None:
+                group = current[record.input] = Group(record.request, record.time)
+            group.maps[record.rank] = keep(record)
+            group.failed = group.failed or record.error is not None
+        for key, group in current.items():
+            if key not in chosen or group.time >= chosen[key].time:
+                chosen[key] = group
+    return chosen

@@ -1,0 +1,132 @@
+"""What a run is asked to do, one frozen object per concern. Their field defaults are *the*
+defaults: the CLI's options, the library's signatures and the README all read them here.
+
+* `ModelRequest` — which model, loaded how and run where (and in what precision).
+* `ExplainRequest` — what to explain: method, target layer, class, top-k maps, metrics.
+* `RenderStyle` — how a map is drawn over the photo.
+* `BatchOptions` — how ``camcli batch`` walks, writes and resumes.
+
+Nothing here imports TensorFlow.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+from camcli.models import DEFAULT_MODEL
+
+#: Images per forward pass, for every command.
+DEFAULT_BATCH_SIZE = 32
+
+#: Deletion / insertion steps of the faithfulness metrics (`camcli.metrics`), when asked for.
+DEFAULT_METRIC_STEPS = 20
+
+
+@dataclass(frozen=True)
+class ModelRequest:
+    """Which model, and how to run it.
+
+    Attributes:
+        model: a built-in name (``camcli models``) or a ``.keras`` / ``.h5`` file.
+        weights: for built-ins: ``imagenet``, ``none`` (random) or a Keras weights file.
+        labels_file: class names, one per line (None: ImageNet names or ``class_<i>``).
+        preprocess: preprocessing mode (None: the model's own; ``none`` for files).
+        device: ``auto|cpu|gpu|gpu:N`` (None: ``$CAMCLI_DEVICE``, else auto).
+        precision: ``fp32`` (the model's own numbers), or opt-in ``auto|bf16|fp16``.
+        unsafe_model_code: load a model file with Keras' ``safe_mode=False``.
+    """
+
+    model: str = DEFAULT_MODEL
+    weights: str = "imagenet"
+    labels_file: str | None = None
+    preprocess: str | None = None
+    device: str | None = None
+    precision: str = "fp32"
+    unsafe_model_code: bool = False
+
+
+@dataclass(frozen=True)
+class ExplainRequest:
+    """What to explain (``method=None``: predict only, no map).
+
+    Attributes:
+        method: a key of `camcli.methods.METHODS`, or None.
+        layer: target layer name or nested path (None: the model's registered layer, else
+            the last spatial feature map).
+        class_spec: the class to explain for every image (index, WordNet id or name);
+            None explains each image's top-1 class.
+        top_k_maps: explain each image's K most probable classes, one map each.
+        max_maps: Score-CAM: keep the K channels of highest variance (None: all).
+        scorecam_batch: Score-CAM: masked images per forward pass.
+        metric_steps: measure each map's faithfulness with this many deletion / insertion
+            steps (None: no metrics).
+    """
+
+    method: str | None = "gradcam"
+    layer: str | None = None
+    class_spec: str | int | None = None
+    top_k_maps: int | None = None
+    max_maps: int | None = None
+    scorecam_batch: int = 64
+    metric_steps: int | None = None
+
+
+@dataclass(frozen=True)
+class RenderStyle:
+    """How a map is drawn: ``overlay = alpha * coloured map + (1 - alpha) * photo``.
+
+    Attributes:
+        alpha: the heatmap's weight in the blend, in [0, 1].
+        colormap: an OpenCV colour map name (``jet``, ``turbo``, ``viridis``...).
+        quality: JPEG quality, 1-100.
+        panel: write original | heatmap | overlay under a caption instead of the overlay.
+    """
+
+    alpha: float = 0.4
+    colormap: str = "jet"
+    quality: int = 90
+    panel: bool = False
+
+
+@dataclass(frozen=True)
+class BatchOptions:
+    """How ``camcli batch`` walks its inputs, writes and resumes.
+
+    Attributes:
+        out_dir: the output folder (mirrors the input tree; holds the manifest).
+        patterns: file-name globs taken when walking folders (None: image extensions).
+        save_maps: also write each low-resolution map as ``.npy``.
+        overwrite: redo inputs the manifest records as done.
+        top_k: classes listed in each record's ``top``.
+        batch_size: images per forward pass.
+        workers: threads decoding ahead of the model and writing behind it.
+        shard: ``(K, N)``: process only the K-th of N disjoint parts of the inputs.
+        style: how the pictures are drawn.
+    """
+
+    out_dir: str
+    patterns: tuple[str, ...] | None = None
+    save_maps: bool = False
+    overwrite: bool = False
+    top_k: int = 5
+    batch_size: int = DEFAULT_BATCH_SIZE
+    workers: int = 2
+    shard: tuple[int, int] | None = None
+    style: RenderStyle = field(default_factory=RenderStyle)
+
+
+def default(cls: type, name: str):
+    """The default of field ``name`` of one of the classes above (for the CLI's options)."""
+    for item in dataclasses.fields(cls):
+        if item.name == name:
+            if item.default is not dataclasses.MISSING:
+                return item.default
+            break
+    raise KeyError(f"{cls.__name__}.{name} has no plain default")
+
+
+def pick(cls: type, values: dict):
+    """Build ``cls`` from the entries of ``values`` that are its fields."""
+    names = {item.name for item in dataclasses.fields(cls)}
+    return cls(**{key: value for key, value in values.items() if key in names})

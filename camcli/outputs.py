@@ -1,0 +1,142 @@
+"""Pictures out: where each one goes, how it is drawn and written, and how a failure reads.
+
+Shared by ``batch`` (a mirrored tree under ``--out``) and the single-image commands
+(``<stem>_<method>.jpg``). One image gives one picture per map: one by default, or one per
+rank with ``--top-k-maps`` (``<name>.<rank>-<label>.jpg``). A picture is an overlay, or
+with ``RenderStyle.panel`` the original | heatmap | overlay panel under a caption. Every
+file is written atomically (`camcli.atomic.write_atomic`).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+
+import numpy as np
+
+from camcli.atomic import write_atomic
+from camcli.errors import OutputError
+from camcli.options import RenderStyle
+
+
+@dataclass
+class Picture:
+    """One map of one image and the files it becomes.
+
+    Attributes:
+        rank: with --top-k-maps, the class's rank (1 = most probable); else None.
+        class_index: the explained class.
+        heatmap: the [0, 1] map at feature-map resolution.
+        path: the picture (JPEG).
+        map_path: the ``.npy`` of ``heatmap``, or None.
+    """
+
+    rank: int | None
+    class_index: int
+    heatmap: np.ndarray
+    path: str
+    map_path: str | None = None
+
+
+def safe_label(label: str) -> str:
+    """A class label fit for a file name: ``potter's wheel`` -> ``potter_s_wheel``."""
+    return re.sub(r"[^0-9A-Za-z._-]+", "_", label).strip("._") or "class"
+
+
+def ranked_stem(stem: str, rank: int, label: str) -> str:
+    """``<stem>.<rank>-<label>``: the name of the picture of one rank of --top-k-maps."""
+    return f"{stem}.{rank}-{safe_label(label)}"
+
+
+def pictures(result, path: str, save_map: bool, labels) -> list[Picture]:
+    """The pictures of one explained image (a `camcli.pipeline.ImageResult`).
+
+    ``path`` is the picture's name; ranked maps get ``ranked_stem`` names beside it.
+    """
+    stem = os.path.splitext(path)[0]
+    made = []
+    for explained in result.maps:
+        if explained.rank is None:
+            name = stem
+        else:
+            name = ranked_stem(stem, explained.rank, labels.name(explained.class_index))
+        made.append(Picture(explained.rank, explained.class_index, explained.heatmap,
+                            name + ".jpg", name + ".npy" if save_map else None))
+    return made
+
+
+def caption(label: str, class_index: int, probability: float, method: str) -> str:
+    """The panel's caption: ``Egyptian_cat (class 285) 81.3% - gradcam``."""
+    return f"{label} (class {class_index}) {probability:.1%} - {method}"
+
+
+def write(result, picture: Picture, style: RenderStyle, method: str, labels) -> None:
+    """Draw ``picture`` over the result's photo and write it (and its map) atomically.
+
+    Raises:
+        OSError: a file cannot be written; anything else: the picture cannot be drawn.
+    """
+    from camcli import render
+
+    if style.panel:
+        probability = float(result.probabilities[picture.class_index])
+        text = caption(labels.name(picture.class_index), picture.class_index, probability,
+                       method)
+        drawn = render.panel(result.image, picture.heatmap, text, style.alpha, style.colormap)
+    else:
+        drawn = render.overlay(result.image, picture.heatmap, style.alpha, style.colormap)
+    write_atomic(picture.path, render.encode_jpeg(drawn, style.quality))
+    if picture.map_path is not None:
+        write_atomic(picture.map_path, render.encode_npy(picture.heatmap.astype("float32")))
+
+
+def failure(exc: BaseException, path: str) -> str:
+    """How a picture that could not be made reads, in the manifest and on stderr."""
+    if isinstance(exc, OSError):
+        return f"cannot write {path}: {exc.strerror or exc}"
+    return f"cannot render {path} ({type(exc).__name__}: {exc})"
+
+
+# -- names ---------------------------------------------------------------------------------
+
+
+def single_name(relative: str, method: str, output: str | None = None,
+                out_dir: str | None = None) -> str:
+    """Where ``cam`` / ``gradcam`` / ``explain`` write an input's picture: ``output`` if
+    given, else ``<stem>_<method>.jpg`` under ``out_dir`` (default: the current folder),
+    keeping the input's relative folder so two ``x.jpg`` never overwrite each other."""
+    if output:
+        return output
+    stem = os.path.splitext(relative)[0]
+    return os.path.join(out_dir or os.curdir, f"{stem}_{method}.jpg")
+
+
+class MirroredNames:
+    """``batch``'s names: ``OUT/<relative path>`` with the extension ``.jpg``. When two
+    inputs would share a name (``a.png`` and ``a.jpg``) the later keeps its full name
+    (``a.png.jpg``). Inputs come in a deterministic order, so reruns name alike."""
+
+    def __init__(self, out_dir: str):
+        self.out_dir = out_dir
+        self._claimed: dict[str, str] = {}
+
+    def __call__(self, relative: str) -> str:
+        name = os.path.splitext(relative)[0] + ".jpg"
+        owner = self._claimed.setdefault(name, relative)
+        if owner != relative:
+            name = relative + ".jpg"
+            self._claimed.setdefault(name, relative)
+        return safe_join(self.out_dir, name)
+
+
+def safe_join(out_dir: str, relative: str) -> str:
+    """``out_dir/relative``; refuses a path that would leave ``out_dir``.
+
+    Raises:
+        OutputError: ``relative`` is absolute or climbs out with ``..``.
+    """
+    normal = os.path.normpath(relative)
+    if os.path.isabs(normal) or normal == ".." or normal.startswith(".." + os.sep):
+        raise OutputError(f"output path {relative!r} would leave the output folder")
+    return os.path.join(out_dir, normal)
