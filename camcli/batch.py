@@ -162,7 +162,7 @@ def plan(items: Iterable[InputItem], options: BatchOptions, request: Request,
 
 def _answers(group: Group, job: Job, request: Request, top_k_maps: int | None, out_dir: str,
              exists: Callable[[str], bool]) -> bool:
-    if group.failed or group.request != request:
+    if group.failed or not group.answers(request):
         return False
     output = relative_to(job.output, out_dir)
     wanted_map = relative_to(job.map_path, out_dir) if job.map_path else None

@@ -263,12 +263,24 @@ class Group:
         maps: ``{rank: value}`` (rank None outside top-k runs); the value is what the
             reader asked to keep of each record (`latest`'s ``keep``).
         failed: whether the input failed (an error record).
+        legacy_class: for a schema-1 top-1 map, its class (see `answers`).
     """
 
     request: Request
     time: str
     maps: dict = field(default_factory=dict)
     failed: bool = False
+    legacy_class: int | None = None
+
+    def answers(self, request: Request) -> bool:
+        """Whether these records answer ``request``."""
+        if request == self.request:
+            return True
+        # Schema 1 did not say what was asked: its map of the top class c answered
+        # "explain c" as well as "explain the top class".
+        return (self.legacy_class is not None and request.target == "class"
+                and request == Request(self.request.model, self.request.layer,
+                                       self.request.method, "class", self.legacy_class))
 
 
 def latest(folder: str, keep: Callable[[Record], object] = lambda record: record
@@ -289,6 +301,8 @@ def latest(folder: str, keep: Callable[[Record], object] = lambda record: record
                 group = current[record.input] = Group(record.request, record.time)
             group.maps[record.rank] = keep(record)
             group.failed = group.failed or record.error is not None
+            if record.schema == 1 and record.request.target == "top1":
+                group.legacy_class = record.class_index
         for key, group in current.items():
             if key not in chosen or group.time >= chosen[key].time:
                 chosen[key] = group

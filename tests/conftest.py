@@ -50,6 +50,22 @@ def gap_model(keras, size=8, channels=4, classes=3, activation="softmax", seed=0
     return model
 
 
+#: The classes of the ``tie`` model file that tie: tabby (281) and Egyptian cat (285).
+TIED = (281, 285)
+
+
+def tie_model(keras, size=32, channels=6, classes=3, seed=3, tied=(0, 1)):
+    """A GAP model whose classes ``tied`` always tie exactly, ahead of all others: the Dense
+    layer's columns (and biases) for them are identical, and their bias is large."""
+    model = gap_model(keras, size=size, channels=channels, classes=classes, seed=seed)
+    kernel, bias = model.get_layer("fc").get_weights()
+    kernel[:, list(tied)] = kernel[:, [tied[0]]]
+    bias[:] = 0.0
+    bias[list(tied)] = 4.0
+    model.get_layer("fc").set_weights([kernel, bias])
+    return model
+
+
 @pytest.fixture(scope="session")
 def model_files(keras, tmp_path_factory):
     folder = tmp_path_factory.mktemp("models")
@@ -62,7 +78,9 @@ def model_files(keras, tmp_path_factory):
     keras.Model(inputs, keras.layers.Dense(3, activation="softmax")(x)).save(flat)
     labels = folder / "labels.txt"
     labels.write_text("red thing\ngreen thing\nblue thing\n")
-    return {"gap": str(gap), "flat": str(flat), "labels": str(labels)}
+    tie = folder / "tiny_tie.keras"  # ImageNet's tabby and Egyptian cat always tie
+    tie_model(keras, classes=1000, tied=TIED).save(tie)
+    return {"gap": str(gap), "flat": str(flat), "labels": str(labels), "tie": str(tie)}
 
 
 @pytest.fixture

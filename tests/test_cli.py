@@ -433,6 +433,10 @@ def test_bad_shard_is_a_usage_error(tmp_path, model_args, value):
 
 
 def test_sigkill_at_random_moments_then_resume(tmp_path, model_args):
+    kill_five_times_then_finish(tmp_path, model_args, count=700)
+
+
+def kill_five_times_then_finish(tmp_path, model_args, count: int):
     """Killed five times mid-run, then run to completion: every input has exactly one
     complete JPEG and exactly one record; nothing recorded was redone; no torn line."""
     import random
@@ -440,7 +444,7 @@ def test_sigkill_at_random_moments_then_resume(tmp_path, model_args):
     import time
 
     photos = tmp_path / "many"
-    for i in range(700):
+    for i in range(count):
         write_image(photos / f"d{i % 7}" / f"{i:04d}.png", size=(40 + i % 9, 30))
     out = tmp_path / "out"
     manifest_path = out / "manifest.jsonl"
@@ -459,7 +463,7 @@ def test_sigkill_at_random_moments_then_resume(tmp_path, model_args):
         before = len(recorded())
         process = subprocess.Popen(command, stdout=subprocess.DEVNULL,
                                    stderr=subprocess.DEVNULL, cwd=REPO)
-        target = before + rng.randint(1, 60)
+        target = before + rng.randint(1, count // 12)
         deadline = time.monotonic() + 120
         while process.poll() is None and time.monotonic() < deadline:
             if manifest_path.exists() and len(manifest_path.read_bytes().splitlines()) >= target:
@@ -480,7 +484,7 @@ def test_sigkill_at_random_moments_then_resume(tmp_path, model_args):
     final = run(command[3:])  # the same batch arguments, in-process
     assert final.exit_code == 0, final.output
     rows = manifest(out)
-    assert len(rows) == len({r["input"] for r in rows}) == 700  # exactly one record each
+    assert len(rows) == len({r["input"] for r in rows}) == count  # exactly one record each
     for row in rows:
         with Image.open(out / row["output"]) as overlay:
             overlay.load()  # decodes completely
@@ -488,6 +492,9 @@ def test_sigkill_at_random_moments_then_resume(tmp_path, model_args):
     for path, stamp in previous.items():
         assert os.stat(outputs[path]).st_mtime_ns == stamp, f"{path} was redone"
     assert not [p for p in out.rglob(".camcli-*")]  # the killed runs' temporaries are gone
+    again = run(command[3:])
+    assert f"{count} inputs: 0 written, {count} already done" in again.stderr
+    assert len(manifest(out)) == count
 
 
 def test_batch_metrics_are_recorded_and_summarised(photos, tmp_path, model_args):
