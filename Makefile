@@ -43,6 +43,7 @@ chromium:
 bench: install  ## speed: batch vs. the model's ceiling and the naive loop; every method
 	$(BIN)/python bench/batch.py
 	$(BIN)/python bench/methods.py
+	$(BIN)/python bench/precision.py
 
 bench-memory: install  ## peak RSS of batch on 2,000 and 20,000 generated images
 	$(BIN)/python bench/batch.py --memory 2000,20000
