@@ -18,8 +18,8 @@ venv: $(BIN)/python
 install: venv  ## create .venv and install camcli
 	$(BIN)/python -m pip install --quiet -e .
 
-dev: venv  ## create .venv and install camcli with the dev extras
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+dev: venv  ## create .venv and install camcli with the dev extras (and Ray, for its tests)
+	$(BIN)/python -m pip install --quiet -e '.[dev,ray]'
 
 demo: install  ## heatmaps for sample_images/ into heatmaps/
 	$(BIN)/camcli batch sample_images --out heatmaps
@@ -40,10 +40,12 @@ chromium:
 	    >/dev/null 2>&1 && echo "make: installed chromium for the report's browser test"; } || \
 	  echo "make: chromium not installed: the report's browser test will be skipped"
 
-bench: install  ## speed: batch vs. the model's ceiling and the naive loop; every method
+bench: install  ## speed: batch vs. ceiling and naive loop; methods; precisions; engines
+	$(BIN)/python -m pip install --quiet -e '.[ray]'
 	$(BIN)/python bench/batch.py
 	$(BIN)/python bench/methods.py
 	$(BIN)/python bench/precision.py
+	$(BIN)/python bench/engines.py
 
 bench-memory: install  ## peak RSS of batch on 2,000 and 20,000 generated images
 	$(BIN)/python bench/batch.py --memory 2000,20000

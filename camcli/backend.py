@@ -6,6 +6,7 @@ modules that run a model; `camcli --help` stays instant.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
@@ -31,16 +32,24 @@ def tensorflow():
         return tf
     # Some CUDA probes print to file descriptor 2 before TensorFlow's log level applies
     # ("Could not find cuda drivers ..."); silence the descriptor during the import only.
+    with quiet_stderr():
+        import tensorflow as tf
+    return tf
+
+
+@contextlib.contextmanager
+def quiet_stderr():
+    """Send file descriptor 2 to /dev/null meanwhile: for C++ libraries that log there
+    before their log level applies (TensorFlow's import, Ray's start)."""
     sys.stderr.flush()
     saved = os.dup(2)
     try:
         with open(os.devnull, "w") as devnull:
             os.dup2(devnull.fileno(), 2)
-            import tensorflow as tf
+            yield
     finally:
         os.dup2(saved, 2)
         os.close(saved)
-    return tf
 
 
 _DEVICE_RE = re.compile(r"^(auto|cpu|gpu)(?::(\d+))?$")
@@ -83,6 +92,10 @@ def select_device(spec: str | None = None) -> str:
     if index >= len(gpus):
         raise DeviceError(f"no GPU {index}: TensorFlow sees {len(gpus)} GPU(s) (0-{len(gpus) - 1})")
     log.info("device: GPU %d (%s)", index, gpus[index].name)
+    try:  # take GPU memory as needed, so processes (Ray actors) can share one GPU
+        tf.config.experimental.set_memory_growth(gpus[index], True)
+    except RuntimeError:  # TensorFlow already started on it
+        pass
     if _hide_other_devices(tf, [gpus[index]]):
         return "/GPU:0"  # the only visible GPU is now number 0
     return f"/GPU:{index}"

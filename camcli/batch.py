@@ -11,7 +11,10 @@ A run is plan -> execute -> record:
 * `Books` keeps the books: it appends each job's records to the manifest in one write,
   only after its files are renamed into place, counts, and drives the progress hooks.
 
-`run_batch` wires the three. Re-running the same command appends nothing for what is done.
+`run_batch` wires the three. An engine runs the jobs: `LocalEngine` in this process, or
+`camcli.ray_engine.RayEngine` on a Ray cluster, which runs the same `Executor` in its
+actors and hands their records back to the same `Books`. Re-running the same command
+appends nothing for what is done.
 """
 
 from __future__ import annotations
@@ -91,12 +94,15 @@ class Job:
 
 @dataclass
 class BatchSummary:
-    """What a run did. ``failed`` counts inputs that got an error record in this run."""
+    """What a run did. ``failed`` counts inputs that got an error record in this run;
+    ``lost`` those an engine could not finish (a worker that kept dying): they are left
+    unrecorded, for the next run."""
 
     total: int = 0
     written: int = 0
     skipped: int = 0
     failed: int = 0
+    lost: int = 0
     interrupted: bool = False
     seconds: float = 0.0
     manifest: str = ""
@@ -324,10 +330,42 @@ class Books:
             self.summary.failed += 1
         self.reporter.advance(job)
 
+    def lose(self, jobs: Iterable[Job]) -> None:
+        """Count jobs an engine gave up on: they stay unrecorded, for the next run."""
+        paths = [job.item.path for job in jobs]
+        self.summary.lost += len(paths)
+        shown = ", ".join(paths[:5]) + (f" and {len(paths) - 5} more" if len(paths) > 5 else "")
+        log.warning("%d inputs were not done (their worker kept failing): %s; run the same "
+                    "command again to do them", len(paths), shown)
+
+
+class LocalEngine:
+    """Runs the jobs in this process: one `Executor`, decoding ahead of the model and
+    writing behind it in threads."""
+
+    def __init__(self, explainer: Explainer, options: BatchOptions):
+        self.executor = Executor(explainer, options)
+
+    def run(self, jobs: Iterator[Job], books: Books, stop_requested: Callable[[], bool]
+            ) -> None:
+        """Do ``jobs``, handing each finished one to ``books``; after a stop request or a
+        fatal write error, finish and record the jobs in flight, then return."""
+        try:
+            with contextlib.closing(self.executor.run(jobs, stop_requested)) as finished:
+                for job in finished:
+                    books.record(job)
+                    if books.fatal is not None:
+                        break
+        finally:
+            for job in self.executor.drain():
+                books.record(job)
+            self.executor.close()
+
 
 def run_batch(inputs: Sequence[str], explainer: Explainer, options: BatchOptions,
               reporter: Reporter | None = None,
-              stop_requested: Callable[[], bool] | None = None) -> BatchSummary:
+              stop_requested: Callable[[], bool] | None = None,
+              engine=None) -> BatchSummary:
     """Explain every image under ``inputs`` into ``options.out_dir``.
 
     Returns a summary; per-input failures are manifest records, not exceptions.
@@ -339,6 +377,9 @@ def run_batch(inputs: Sequence[str], explainer: Explainer, options: BatchOptions
     With ``options.shard = (K, N)`` only the K-th of N disjoint parts of the inputs is
     processed and recorded in ``manifest.K-of-N.jsonl``, so N processes can share one
     input tree and one output folder.
+
+    ``engine`` runs the jobs (default: a `LocalEngine` of ``explainer``); ``explainer``
+    itself says what each record answers.
 
     Raises:
         InputNotFound: an input names nothing (before any work).
@@ -357,19 +398,12 @@ def run_batch(inputs: Sequence[str], explainer: Explainer, options: BatchOptions
     books = Books(ManifestWriter(os.path.join(options.out_dir, manifest_name(options.shard))),
                   reporter, total)
     reporter.start(total)
-    executor = Executor(explainer, options)
+    engine = engine or LocalEngine(explainer, options)
     try:
-        with contextlib.closing(executor.run(books.to_do(jobs), stop_requested)) as finished:
-            for job in finished:
-                books.record(job)
-                if books.fatal is not None:
-                    break
+        engine.run(books.to_do(jobs), books, stop_requested)
     except KeyboardInterrupt:
         books.summary.interrupted = True
     finally:
-        for job in executor.drain():
-            books.record(job)
-        executor.close()
         books.writer.close()
         reporter.close()
     summary = books.summary

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import dataclasses
 import functools
 import json
 import logging
@@ -20,6 +21,7 @@ import sys
 import threading
 
 import click
+from click.core import ParameterSource
 
 from camcli import __version__
 from camcli.backend import PRECISIONS
@@ -32,6 +34,7 @@ from camcli.options import (
     BatchOptions,
     ExplainRequest,
     ModelRequest,
+    RayOptions,
     RenderStyle,
     default,
     pick,
@@ -214,6 +217,19 @@ def _parse_shard(ctx: click.Context, param: click.Parameter, value: str | None):
     return int(match.group(1)), int(match.group(2))
 
 
+def _parse_actors(ctx: click.Context, param: click.Parameter, value: str | None):
+    if value is None:
+        return None
+    try:
+        low, _, high = value.strip().partition(":")
+        actors = int(low), int(high or low)
+    except ValueError:
+        actors = (0, 0)
+    if not 1 <= actors[0] <= actors[1]:
+        raise click.BadParameter(f"{value!r} is not N or MIN:MAX with 1 <= MIN <= MAX")
+    return actors
+
+
 def _check_colormap(ctx: click.Context, param: click.Parameter, value: str) -> str:
     from camcli.render import COLORMAPS
 
@@ -224,14 +240,19 @@ def _check_colormap(ctx: click.Context, param: click.Parameter, value: str) -> s
     return name
 
 
-def _open_explainer(method: str | None, options: dict, **explain):
-    """Load the model and split it as the options ask (the one way every command does)."""
+def _requests(method: str | None, options: dict, **explain
+              ) -> tuple[ModelRequest, ExplainRequest]:
+    """The request objects of a command's options."""
+    return pick(ModelRequest, options), pick(ExplainRequest, {**options, **explain,
+                                                               "method": method})
+
+
+def _open_explainer(model: ModelRequest, explain: ExplainRequest):
+    """Load the model and split it as asked (the one way every command does)."""
     _configure_logging(_verbosity())
     from camcli.pipeline import open_explainer
 
-    return open_explainer(pick(ModelRequest, options),
-                          pick(ExplainRequest, {**options, **explain, "method": method}),
-                          progress=_mask_progress)
+    return open_explainer(model, explain, progress=_mask_progress)
 
 
 def _mask_progress(total: int):
@@ -278,7 +299,7 @@ def predict(images, top_k, fmt, batch_size, **options):
     from camcli.pipeline import explain_stream
 
     check_inputs(images)
-    explainer = _open_explainer(None, options)
+    explainer = _open_explainer(*_requests(None, options))
     labels = explainer.loaded.labels
     rows, failed = [], 0
     for result in explain_stream(discover(images), explainer, batch_size):
@@ -374,7 +395,7 @@ def _explain_images(method: str, images, output, out_dir, batch_size, options: d
     items = list(discover(images))
     if output and len(items) != 1:
         raise UsageFailure(f"-o/--output takes one image, got {len(items)}; use --out DIR")
-    explainer = _open_explainer(method, options)
+    explainer = _open_explainer(*_requests(method, options))
     failed = 0
     for written in explain_images(items, explainer, output, out_dir, pick(RenderStyle, options),
                                   batch_size):
@@ -464,11 +485,27 @@ def methods():
               help="Process only the K-th of N disjoint parts of the inputs (stable by "
                    "relative path), recorded in manifest.K-of-N.jsonl: N processes or array "
                    "jobs can share one tree and one --out.")
+@click.option("--engine", default="local", show_default=True, type=click.Choice(["local", "ray"]),
+              help="local: this process. ray: Ray Data actors on this machine or a cluster "
+                   "(pip install 'camcli[ray]'; see docs/SCALE.md).")
+@click.option("--ray-address", default=default(RayOptions, "address"), metavar="ADDR",
+              help="ray: join this running cluster. [default: start a local Ray]")
+@click.option("--actors", default=None, metavar="N|MIN:MAX", callback=_parse_actors,
+              help="ray: actors in the pool, fixed or autoscaling. [default: one per GPU on "
+                   "a GPU cluster, else one per node]")
+@click.option("--cpus-per-actor", default=default(RayOptions, "cpus_per_actor"),
+              show_default=True, type=click.FloatRange(min=0.0, min_open=True),
+              help="ray: CPUs each actor reserves (fractions leave room for Ray Data's tasks).")
+@click.option("--gpus-per-actor", default=default(RayOptions, "gpus_per_actor"),
+              type=click.FloatRange(min=0.0), metavar="F",
+              help="ray: GPUs each actor reserves; 0.25 puts four actors on a GPU. "
+                   "[default: 1 on a cluster with GPUs, else 0]")
 @method_options
 @model_options
 @render_options
+@click.pass_context
 @translate_errors
-def batch(inputs, method, metrics, metric_steps, make_report, **options):
+def batch(ctx, inputs, method, metrics, metric_steps, make_report, engine, **options):
     """Explain every image under INPUT... (folders, quoted globs, files) into --out.
 
     Writes OUT/<relative path>.jpg per input (extension replaced by .jpg) and one JSON line
@@ -478,17 +515,28 @@ def batch(inputs, method, metrics, metric_steps, make_report, **options):
     from camcli.batch import run_batch
     from camcli.inputs import check_inputs
 
+    ray_given = [name for name in ("ray_address", "actors", "cpus_per_actor", "gpus_per_actor")
+                 if ctx.get_parameter_source(name) not in (None, ParameterSource.DEFAULT)]
+    if engine != "ray" and ray_given:
+        raise UsageFailure(f"{', '.join(_flag(n) for n in ray_given)} "
+                           f"appl{'ies' if len(ray_given) == 1 else 'y'} to --engine ray only")
     check_inputs(inputs)  # a missing path is reported before the model loads
-    explainer = _open_explainer(method, options, metric_steps=metric_steps if metrics else None)
+    metric_steps = metric_steps if metrics else None
     run = pick(BatchOptions, {**options, "patterns": options["patterns"] or None,
                               "style": pick(RenderStyle, options)})
+    model, explain = _requests(method, options, metric_steps=metric_steps)
+    engine = _ray_engine(model, explain, run, options) if engine == "ray" else None
+    if engine is not None:  # the driver only plans: on the CPU, leaving GPUs to the actors
+        model = dataclasses.replace(model, device="cpu")
+    explainer = _open_explainer(model, explain)
     with _graceful_ctrl_c() as stop:
         summary = run_batch(inputs, explainer, run, _ProgressBar(quiet=_verbosity() < 0),
-                            stop_requested=stop.is_set)
+                            stop_requested=stop.is_set, engine=engine)
     out_dir = run.out_dir
+    lost = f", {summary.lost} not done (run again)" if summary.lost else ""
     click.echo(
         f"camcli: {summary.total} inputs: {summary.written} written, {summary.skipped} "
-        f"already done, {summary.failed} failed in {summary.seconds:.1f} s "
+        f"already done, {summary.failed} failed{lost} in {summary.seconds:.1f} s "
         f"({summary.images_per_second:.1f} images/s). Overlays in {out_dir}/, "
         f"records in {summary.manifest}" + (" (interrupted)" if summary.interrupted else ""),
         err=True,
@@ -506,7 +554,16 @@ def batch(inputs, method, metrics, metric_steps, make_report, **options):
         click.echo(f"camcli: report in {build_report(out_dir, run.workers).path}", err=True)
     if summary.interrupted:
         sys.exit(EXIT_INTERRUPTED)
-    sys.exit(1 if summary.failed else 0)
+    sys.exit(1 if summary.failed or summary.lost else 0)
+
+
+def _ray_engine(model: ModelRequest, explain: ExplainRequest, run: BatchOptions, options: dict):
+    from camcli.ray_engine import RayEngine  # says how to install Ray if it is missing
+
+    ray_options = RayOptions(address=options["ray_address"], actors=options["actors"],
+                             cpus_per_actor=options["cpus_per_actor"],
+                             gpus_per_actor=options["gpus_per_actor"])
+    return RayEngine(model, explain, run, ray_options, verbose=_verbosity() > 0)
 
 
 @contextlib.contextmanager

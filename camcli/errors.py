@@ -79,3 +79,7 @@ class InputNotFound(UsageProblem):
 
 class OutputError(CamcliError):
     """The output location cannot be written."""
+
+
+class EngineError(CamcliError):
+    """The engine that should run the work cannot (a Ray cluster that cannot be joined)."""

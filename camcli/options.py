@@ -5,6 +5,7 @@ defaults: the CLI's options, the library's signatures and the README all read th
 * `ExplainRequest` — what to explain: method, target layer, class, top-k maps, metrics.
 * `RenderStyle` — how a map is drawn over the photo.
 * `BatchOptions` — how ``camcli batch`` walks, writes and resumes.
+* `RayOptions` — how ``camcli batch --engine ray`` uses a Ray cluster.
 
 Nothing here imports TensorFlow.
 """
@@ -114,6 +115,32 @@ class BatchOptions:
     workers: int = 2
     shard: tuple[int, int] | None = None
     style: RenderStyle = field(default_factory=RenderStyle)
+
+
+@dataclass(frozen=True)
+class RayOptions:
+    """How ``batch --engine ray`` schedules the work on Ray Data (`camcli.ray_engine`).
+
+    Attributes:
+        address: a running cluster to join (``ray start --head``, KubeRay); None starts a
+            local Ray on this machine (or joins the one ``ray.init()`` would find).
+        actors: ``(min, max)`` actors in the pool (equal: a fixed pool); None: one per GPU
+            share on a GPU cluster, else one per node.
+        cpus_per_actor: CPUs each actor reserves. A fraction leaves Ray Data's own tasks
+            room on small machines (a whole CPU per actor starves them on 2 cores).
+        gpus_per_actor: GPUs each actor reserves (0.25: four actors share a GPU); None: 1
+            on a cluster with GPUs, else 0.
+        retries: how often a batch whose actor died is retried on a new actor before its
+            inputs are left unrecorded for the next run.
+        wave: inputs handed to Ray Data at a time (bounds the driver's memory).
+    """
+
+    address: str | None = None
+    actors: tuple[int, int] | None = None
+    cpus_per_actor: float = 0.5
+    gpus_per_actor: float | None = None
+    retries: int = 2
+    wave: int = 100_000
 
 
 def default(cls: type, name: str):

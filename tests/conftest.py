@@ -142,3 +142,20 @@ def private_cache(tmp_path_factory):
         os.environ.pop("CAMCLI_CACHE", None)
     else:
         os.environ["CAMCLI_CACHE"] = previous
+
+
+@pytest.fixture(scope="session")
+def ray_cluster(tmp_path_factory):
+    """One local Ray for the whole session (2 CPUs, a small object store), shared by every
+    test of the ray engine: the engine joins it instead of starting its own. Yields its
+    address, for subprocesses that join it with --ray-address."""
+    ray = pytest.importorskip("ray", reason="Ray is not installed: pip install 'camcli[ray]'")
+    import logging
+
+    # address="local": a new instance, whatever `ray start` left on this machine
+    ray.init(address="local", num_cpus=2, object_store_memory=200 * 1024 * 1024,
+             include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False)
+    try:
+        yield ray.get_runtime_context().gcs_address
+    finally:
+        ray.shutdown()
