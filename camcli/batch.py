@@ -63,8 +63,8 @@ class Job:
         output: its picture's path (ranked pictures are named beside it).
         map_path: its ``.npy`` path, or None.
         done: the manifest already answers it (nothing to do).
-        result: what the pipeline found.
-        pictures: the pictures to write.
+        result: what the pipeline found (dropped once the records are made).
+        pictures: the pictures to write (likewise).
         records: its manifest records, once finished.
         error: why it failed (decoding, drawing or writing).
         fatal: a write error about the output location (disk full): left unrecorded.
@@ -252,7 +252,7 @@ class Executor:
     def _submit(self, job: Job) -> Future | None:
         if job.result.error is not None:
             job.error = job.result.error
-            job.records = self._records(job)
+            self._finish(job)
             return None
         job.pictures = outputs.pictures(job.result, job.output, job.map_path is not None,
                                         self.explainer.loaded.labels)
@@ -273,8 +273,13 @@ class Executor:
             except Exception as exc:  # e.g. cv2.error: this input fails, the run goes on
                 job.error = outputs.failure(exc, picture.path)
                 break
-        job.result.image = None  # the photo is no longer needed
+        self._finish(job)
+
+    def _finish(self, job: Job) -> None:
         job.records = self._records(job)
+        # The result points back at the job (ImageResult.item): without this, the photo
+        # and the batch's maps would live until Python's cyclic collector found them.
+        job.result, job.pictures = None, []
 
     def _records(self, job: Job) -> list[Record]:
         explainer, result, out_dir = self.explainer, job.result, self.options.out_dir

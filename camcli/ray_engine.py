@@ -81,7 +81,7 @@ class RayExplainer:
             "records": ["\n".join(record.to_json() for record in job.records)
                         for job in finished],
             "error": [job.error or "" for job in finished],
-            "fatal_errno": [job.fatal.errno or 0 if job.fatal else 0 for job in finished],
+            "fatal_errno": [(job.fatal.errno or 0) if job.fatal else 0 for job in finished],
             "fatal_reason": [(job.fatal.strerror or str(job.fatal)) if job.fatal else ""
                              for job in finished],
         }
@@ -156,6 +156,14 @@ class RayEngine:
         gpus = settings.gpus_per_actor
         if gpus is None:
             gpus = 1.0 if gpus_here else 0.0
+        # An actor that asks for more than any node has would wait for ever.
+        biggest = {kind: max((node["Resources"].get(kind, 0) for node in ray.nodes()
+                              if node.get("Alive")), default=0) for kind in ("CPU", "GPU")}
+        for kind, asked, param in (("GPU", gpus, "gpus_per_actor"),
+                                   ("CPU", settings.cpus_per_actor, "cpus_per_actor")):
+            if asked > biggest[kind]:
+                raise UsageProblem(f"{{{param}}} {asked:g} is more than any node of the Ray "
+                                   f"cluster has ({biggest[kind]:g} {kind}s at most)", (param,))
         actors = settings.actors
         if actors is None:
             if gpus:

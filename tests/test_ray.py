@@ -259,3 +259,14 @@ def test_a_cluster_that_cannot_be_joined_is_one_clear_error(tmp_path):
     assert done.returncode == 1
     assert done.stderr.strip().splitlines()[-1].startswith(
         f"Error: cannot join the Ray cluster at {address}: ")
+
+
+def test_actors_that_no_node_can_hold_are_refused(ray_cluster, tmp_path, model_files):
+    args = ["batch", str(SAMPLES / "cat.jpg"), "--out", str(tmp_path / "o"), "--engine", "ray",
+            "--model", model_files["gap"], *TINY]
+    result = run([*args, "--gpus-per-actor", "0.5"])
+    assert result.exit_code == 2
+    assert result.stderr.strip().splitlines()[-1] == (
+        "Error: --gpus-per-actor 0.5 is more than any node of the Ray cluster has "
+        "(0 GPUs at most)")
+    assert not (tmp_path / "o" / "cat.jpg").exists()
