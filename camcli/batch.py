@@ -87,6 +87,14 @@ class Job:
         return self.item.path
 
     @property
+    def requested_class(self) -> int | None:
+        return self.item.requested_class
+
+    @property
+    def problem(self) -> str | None:
+        return self.item.problem
+
+    @property
     def key(self) -> str:
         """The input as records name it: its absolute path."""
         return os.path.abspath(self.item.path)
@@ -150,18 +158,19 @@ def selected(inputs: Sequence[str], options: BatchOptions) -> Iterator[InputItem
             yield item
 
 
-def plan(items: Iterable[InputItem], options: BatchOptions, request: Request,
-         top_k_maps: int | None, done: dict[str, Group],
-         exists: Callable[[str], bool] = os.path.isfile) -> Iterator[Job]:
+def plan(items: Iterable[InputItem], options: BatchOptions,
+         request: Callable[[InputItem], Request], top_k_maps: int | None,
+         done: dict[str, Group], exists: Callable[[str], bool] = os.path.isfile
+         ) -> Iterator[Job]:
     """A job per input, marked ``done`` when ``done`` (the manifest's latest groups, keeping
-    each record's ``(output, map)``) answers ``request`` with every file present."""
+    each record's ``(output, map)``) answers ``request(item)`` with every file present."""
     names = outputs.MirroredNames(options.out_dir)
     for item in items:
         output = names(item.relative)
         map_path = os.path.splitext(output)[0] + ".npy" if options.save_maps else None
         job = Job(item, output, map_path)
         group = done.get(job.key)
-        job.done = group is not None and _answers(group, job, request, top_k_maps,
+        job.done = group is not None and _answers(group, job, request(item), top_k_maps,
                                                   options.out_dir, exists)
         yield job
 
@@ -178,14 +187,15 @@ def _answers(group: Group, job: Job, request: Request, top_k_maps: int | None, o
             return False
     else:
         # Ranked names hold the predicted labels, known only after the model ran.
-        ranks = range(1, top_k_maps + 1)
-        if any(rank not in group.maps for rank in ranks):
-            return False
-        files = [group.maps[rank] for rank in ranks]
         stem = os.path.splitext(output)[0]
-        for rank, (recorded, recorded_map) in zip(ranks, files, strict=True):
-            if not recorded.startswith(f"{stem}.{rank}-") or \
-                    (recorded_map is None) != (wanted_map is None):
+        slots = {rank: f"{stem}.{rank}-" for rank in range(1, top_k_maps + 1)}
+        if request.requested_class is not None:
+            slots[None] = f"{stem}.{outputs.ASKED}-"
+        if any(slot not in group.maps for slot in slots):
+            return False
+        files = [group.maps[slot] for slot in slots]
+        for prefix, (recorded, recorded_map) in zip(slots.values(), files, strict=True):
+            if not recorded.startswith(prefix) or (recorded_map is None) != (wanted_map is None):
                 return False
     return all(exists(os.path.join(out_dir, picture))
                and (npy is None or exists(os.path.join(out_dir, npy))) for picture, npy in files)
@@ -284,7 +294,7 @@ class Executor:
     def _records(self, job: Job) -> list[Record]:
         explainer, result, out_dir = self.explainer, job.result, self.options.out_dir
         labels = explainer.loaded.labels
-        common = {"input": job.key, "request": explainer.answers,
+        common = {"input": job.key, "request": explainer.answers(job.item),
                   "precision": explainer.loaded.precision}
         if job.error is not None:
             return [Record(**common, error=job.error)]
@@ -397,9 +407,14 @@ def run_batch(inputs: Sequence[str], explainer: Explainer, options: BatchOptions
     _prepare(options.out_dir)
     started = time.perf_counter()
     done = {} if options.overwrite else latest(options.out_dir, keep=_files)
-    total = sum(1 for _ in selected(inputs, options))
-    jobs = plan(selected(inputs, options), options, explainer.answers, explainer.top_k_maps,
-                done)
+    classes = explainer.classes
+    if classes is None:
+        total = sum(1 for _ in selected(inputs, options))
+        items = selected(inputs, options)
+    else:  # every input's class is checked before any work
+        total = classes.check(selected(inputs, options))
+        items = classes.assign(selected(inputs, options))
+    jobs = plan(items, options, explainer.answers, explainer.top_k_maps, done)
     books = Books(ManifestWriter(os.path.join(options.out_dir, manifest_name(options.shard))),
                   reporter, total)
     reporter.start(total)

@@ -197,6 +197,19 @@ def method_options(command):
     ])
 
 
+def class_options(command):
+    """--class-from, --skip-unknown-classes (beside --class, for the commands that draw)."""
+    return _stack(command, [
+        click.option("--class-from", default=None, metavar="folder|FILE",
+                     help="A class per image: 'folder' (each image's parent folder names "
+                          "it, as in Caltech101/airplanes/x.jpg) or a CSV / JSON-lines table "
+                          "(input,class); names go through the model's labels."),
+        click.option("--skip-unknown-classes", is_flag=True,
+                     help="With --class-from: give images whose class the model does not "
+                          "have an error record instead of refusing the run."),
+    ])
+
+
 def single_image_options(command):
     """-o/--output, --out: where ``cam``, ``gradcam`` and ``explain`` write."""
     return _stack(command, [
@@ -338,6 +351,7 @@ def _print_table_row(row: dict) -> None:
 
 @main.command(short_help="CAM overlays (Zhou et al. 2016), one per image.")
 @single_image_options
+@class_options
 @model_options
 @render_options
 @translate_errors
@@ -353,6 +367,7 @@ def cam(images, output, out_dir, batch_size, **options):
 
 @main.command(short_help="Grad-CAM overlays (Selvaraju et al. 2017), one per image.")
 @single_image_options
+@class_options
 @model_options
 @render_options
 @translate_errors
@@ -369,6 +384,7 @@ def gradcam(images, output, out_dir, batch_size, **options):
 @main.command(short_help="Overlays by any CAM method, one per image.")
 @single_image_options
 @method_options
+@class_options
 @model_options
 @render_options
 @translate_errors
@@ -501,6 +517,7 @@ def methods():
               help="ray: GPUs each actor reserves; 0.25 puts four actors on a GPU. "
                    "[default: 1 on a cluster with GPUs, else 0]")
 @method_options
+@class_options
 @model_options
 @render_options
 @click.pass_context

@@ -25,10 +25,15 @@ class InputItem:
     Attributes:
         path: the path as found (the user's spelling joined with the walked names).
         relative: its path relative to the run's base folder, with '/' separators.
+        requested_class: the class asked for this input alone (--class-from), or None.
+        problem: why the input cannot be done as asked (a class the model does not
+            have): it becomes the input's error record, without running the model.
     """
 
     path: str
     relative: str
+    requested_class: int | None = None
+    problem: str | None = None
 
 
 def _is_glob(arg: str) -> bool:

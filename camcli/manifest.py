@@ -32,9 +32,12 @@ from camcli.errors import OutputError
 SCHEMA = 2
 MANIFEST_NAME = "manifest.jsonl"
 
-#: What a record explains: each image's top class, its top K classes (``rank`` 1..K), or
-#: a class asked for (``requested_class``).
-TARGETS = ("top1", "top-k", "class")
+#: What was asked of an input: its top class, its top K classes (``rank`` 1..K), a class
+#: (``requested_class``), or both of the last two (the asked class's record has no rank).
+TARGETS = ("top1", "top-k", "class", "top-k+class")
+
+#: Where an asked class came from: ``--class``, the input's folder, or a table file.
+CLASS_SOURCES = ("option", "folder", "file")
 
 
 @dataclass(frozen=True)
@@ -46,7 +49,8 @@ class Request:
         layer: the target layer's path.
         method: the method's name.
         target: one of `TARGETS`.
-        requested_class: the class asked for (target ``class``), else None.
+        requested_class: the class asked for (targets with ``class``), else None.
+        class_source: where the asked class came from (`CLASS_SOURCES`), else None.
     """
 
     model: str
@@ -54,10 +58,14 @@ class Request:
     method: str
     target: str
     requested_class: int | None = None
+    class_source: str | None = None
 
     def __post_init__(self):
         if self.target not in TARGETS:
             raise ValueError(f"target must be one of {TARGETS}, got {self.target!r}")
+        if self.class_source not in (None, *CLASS_SOURCES):
+            raise ValueError(f"class_source must be one of {CLASS_SOURCES}, got "
+                             f"{self.class_source!r}")
 
 
 @dataclass
@@ -100,7 +108,8 @@ class Record:
             "schema": self.schema, "input": self.input, "output": self.output, "map": self.map,
             "model": self.request.model, "layer": self.request.layer,
             "method": self.request.method, "target": self.request.target,
-            "requested_class": self.request.requested_class, "rank": self.rank,
+            "requested_class": self.request.requested_class,
+            "class_source": self.request.class_source, "rank": self.rank,
             "class_index": self.class_index, "label": self.label, "score": self.score,
             "top": self.top, "metrics": self.metrics, "precision": self.precision,
             "error": self.error, "time": self.time,
@@ -121,7 +130,7 @@ class Record:
             if "schema" not in data:
                 return _from_schema_1(data, folder)
             request = Request(data["model"], data["layer"], data["method"], data["target"],
-                              data.get("requested_class"))
+                              data.get("requested_class"), data.get("class_source"))
             return cls(input=data["input"], request=request, rank=data.get("rank"),
                        output=data.get("output"), map=data.get("map"),
                        class_index=data.get("class_index"), label=data.get("label"),
@@ -161,7 +170,8 @@ def _from_schema_1(data: dict, folder: str) -> Record:
         target, requested = "top1", None
     else:
         target, requested = "class", class_index
-    request = Request(data["model"], data["layer"], data["method"], target, requested)
+    request = Request(data["model"], data["layer"], data["method"], target, requested,
+                      "option" if requested is not None else None)
     return Record(input=os.path.abspath(data["input"]), request=request, rank=rank,
                   output=_schema_1_path(data.get("output"), folder),
                   map=_schema_1_path(data.get("map"), folder), class_index=class_index,
@@ -280,7 +290,8 @@ class Group:
         # "explain c" as well as "explain the top class".
         return (self.legacy_class is not None and request.target == "class"
                 and request == Request(self.request.model, self.request.layer,
-                                       self.request.method, "class", self.legacy_class))
+                                       self.request.method, "class", self.legacy_class,
+                                       "option"))
 
 
 def latest(folder: str, keep: Callable[[Record], object] = lambda record: record

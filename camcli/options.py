@@ -57,6 +57,10 @@ class ExplainRequest:
             the last spatial feature map).
         class_spec: the class to explain for every image (index, WordNet id or name);
             None explains each image's top-1 class.
+        class_from: a class per image instead: ``folder`` (each input's parent folder
+            names it) or a table file (`camcli.classes`).
+        skip_unknown_classes: with ``class_from``, give inputs whose class the model does
+            not have an error record instead of refusing the run.
         top_k_maps: explain each image's K most probable classes, one map each.
         max_maps: Score-CAM: keep the K channels of highest variance (None: all).
         scorecam_batch: Score-CAM: masked images per forward pass.
@@ -67,6 +71,8 @@ class ExplainRequest:
     method: str | None = "gradcam"
     layer: str | None = None
     class_spec: str | int | None = None
+    class_from: str | None = None
+    skip_unknown_classes: bool = False
     top_k_maps: int | None = None
     max_maps: int | None = None
     scorecam_batch: int = 64

@@ -44,23 +44,31 @@ def safe_label(label: str) -> str:
     return re.sub(r"[^0-9A-Za-z._-]+", "_", label).strip("._") or "class"
 
 
-def ranked_stem(stem: str, rank: int, label: str) -> str:
-    """``<stem>.<rank>-<label>``: the name of the picture of one rank of --top-k-maps."""
+#: In a --top-k-maps run, the asked class's picture is ``<stem>.class-<label>.jpg``.
+ASKED = "class"
+
+
+def ranked_stem(stem: str, rank: int | str, label: str) -> str:
+    """``<stem>.<rank>-<label>``: the name of the picture of one rank of --top-k-maps (or,
+    with rank `ASKED`, of the class asked for beside them)."""
     return f"{stem}.{rank}-{safe_label(label)}"
 
 
 def pictures(result, path: str, save_map: bool, labels) -> list[Picture]:
     """The pictures of one explained image (a `camcli.pipeline.ImageResult`).
 
-    ``path`` is the picture's name; ranked maps get ``ranked_stem`` names beside it.
+    ``path`` is the picture's name; with ranked maps, every map gets a `ranked_stem` name
+    beside it.
     """
     stem = os.path.splitext(path)[0]
+    ranked = any(explained.rank is not None for explained in result.maps)
     made = []
     for explained in result.maps:
-        if explained.rank is None:
+        if not ranked:
             name = stem
         else:
-            name = ranked_stem(stem, explained.rank, labels.name(explained.class_index))
+            name = ranked_stem(stem, explained.rank or ASKED,
+                               labels.name(explained.class_index))
         made.append(Picture(explained.rank, explained.class_index, explained.heatmap,
                             name + ".jpg", name + ".npy" if save_map else None))
     return made

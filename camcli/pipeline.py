@@ -21,6 +21,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from camcli.backend import tensorflow
+from camcli.classes import FOLDER, ClassAssigner
 from camcli.errors import ImageError, UsageProblem
 from camcli.images import load_rgb, resize_for_model
 from camcli.manifest import Request
@@ -33,8 +34,9 @@ log = logging.getLogger("camcli")
 
 
 class HasPath(Protocol):
-    """What the pipeline needs of an input: its path (an `camcli.inputs.InputItem`, or a
-    batch job that carries one)."""
+    """What the pipeline needs of an input (an `camcli.inputs.InputItem`, or a batch job
+    that carries one): its path, and optionally ``requested_class`` (the class asked for
+    it) and ``problem`` (why it cannot be done: its error, without decoding)."""
 
     path: str
 
@@ -78,38 +80,74 @@ class Explainer:
             TOP1 if request.class_spec is None
             else loaded.labels.resolve(request.class_spec, self.graph.num_classes)
         )
+        self._classes = None
 
     @property
     def layer(self) -> str:
         return self.graph.layer
 
     @property
-    def answers(self) -> Request:
-        """The request each manifest record of this explainer answers."""
-        if self.top_k_maps is not None:
-            target, requested = "top-k", None
-        elif self.class_index == TOP1:
-            target, requested = "top1", None
-        else:
-            target, requested = "class", self.class_index
-        return Request(self.loaded.name, self.layer, self.method_name, target, requested)
+    def classes(self) -> ClassAssigner | None:
+        """With ``class_from``: what gives each input its class (read on first use, so
+        a Ray actor, which only explains, never opens the table)."""
+        if self.request.class_from and self._classes is None:
+            self._classes = ClassAssigner(self.request.class_from, self.loaded.labels,
+                                          self.graph.num_classes,
+                                          self.request.skip_unknown_classes)
+        return self._classes
 
-    def __call__(self, resized: np.ndarray) -> tuple[np.ndarray, list[list[ExplainedMap]]]:
+    def answers(self, item=None) -> Request:
+        """The request the manifest records of ``item`` answer (an `InputItem`; its
+        ``requested_class`` when the classes come per image)."""
+        asked, source = None, None
+        if self.request.class_from:
+            asked = getattr(item, "requested_class", None)
+            source = FOLDER if self.request.class_from == FOLDER else "file"
+        elif self.class_index != TOP1:
+            asked, source = self.class_index, "option"
+        if source is None:
+            target = "top1" if self.top_k_maps is None else "top-k"
+        else:
+            target = "class" if self.top_k_maps is None else "top-k+class"
+        return Request(self.loaded.name, self.layer, self.method_name, target, asked, source)
+
+    def __call__(self, resized: np.ndarray, requested: np.ndarray | None = None
+                 ) -> tuple[np.ndarray, list[list[ExplainedMap]]]:
         """Explain a float32 RGB batch already resized to the model's input size.
 
-        Returns the ``(n, classes)`` probabilities and, per image, its maps: one, or with
-        ``top_k_maps`` one per rank (each from its own pass of the method, rank 1 first).
+        ``requested`` gives, per image, the class asked for it (-1: none; default: the
+        explainer's own, --class or the top class). Returns the ``(n, classes)``
+        probabilities and, per image, its maps: one; or with ``top_k_maps`` one per rank
+        (each from its own pass of the method, rank 1 first), then the asked class's.
         """
+        asked = np.full(len(resized), self.class_index, np.int32)
+        if requested is not None:
+            requested = np.asarray(requested, np.int32)
+            asked = np.where(requested >= 0, requested, asked)
         batch = preprocess(self.loaded.preprocess, resized)
         with self._on_device():
-            explanation = self.method(batch, self.class_index)
             if not self.top_k_maps:
+                explanation = self.method(batch, asked)
                 maps = [[ExplainedMap(int(c), m)]
                         for c, m in zip(explanation.class_index, _maps_or_none(explanation),
                                         strict=True)]
             else:
+                explanation = self.method(batch, TOP1)
                 maps = self._ranked(batch, explanation)
+                self._add_asked(batch, asked, explanation, maps)
         return explanation.probabilities, maps
+
+    def _add_asked(self, batch: np.ndarray, asked: np.ndarray, explanation, maps) -> None:
+        """With ranks: the asked class's map follows them (rank None)."""
+        rows = np.flatnonzero(asked >= 0)
+        if not len(rows):
+            return
+        if self.method.class_specific:
+            extra = self.method(batch[rows], asked[rows]).maps
+        else:
+            extra = explanation.maps[rows]  # e.g. EigenCAM: the same map for any class
+        for number, row in enumerate(rows):
+            maps[row].append(ExplainedMap(int(asked[row]), extra[number]))
 
     def _on_device(self):
         """Run on the chosen device (``open_explainer``), else where TensorFlow places it."""
@@ -149,9 +187,12 @@ class Explainer:
 
 
 def _check(request: ExplainRequest) -> None:
-    if request.top_k_maps is not None and request.class_spec is not None:
-        raise UsageProblem("{top_k_maps} explains the top classes: it cannot go with "
-                           "{class_spec}", ("top_k_maps", "class_spec"))
+    if request.class_from is not None and request.class_spec is not None:
+        raise UsageProblem("give {class_spec} (one class for every image) or {class_from} "
+                           "(a class per image), not both", ("class_spec", "class_from"))
+    if request.skip_unknown_classes and request.class_from is None:
+        raise UsageProblem("{skip_unknown_classes} goes with {class_from}",
+                           ("skip_unknown_classes", "class_from"))
     if request.method is None and (request.top_k_maps is not None
                                    or request.metric_steps is not None):
         raise UsageProblem("{top_k_maps} and {metric_steps} need a method",
@@ -216,6 +257,9 @@ class ImageResult:
 
 
 def _decode(item: HasPath, size: tuple[int, int]):
+    problem = getattr(item, "problem", None)
+    if problem:  # e.g. a class the model does not have: nothing to decode
+        return problem, None
     try:
         rgb = load_rgb(item.path)
         return rgb, resize_for_model(rgb, size)
@@ -265,7 +309,10 @@ def _run_batch(submitted, explainer: Explainer) -> list[ImageResult]:
             tensors.append(resized)
     if good:
         resized = np.stack(tensors)
-        probabilities, maps = explainer(resized)
+        requested = [getattr(results[position].item, "requested_class", None)
+                     for position in good]
+        probabilities, maps = explainer(resized, np.array(
+            [TOP1 if asked is None else asked for asked in requested], np.int32))
         scores = (explainer.faithfulness(resized, probabilities, maps)
                   if explainer.metrics_steps else None)
         for row, position in enumerate(good):

@@ -71,10 +71,11 @@ class RayExplainer:
         self.executor = Executor(open_explainer(model, explain), options)
 
     def __call__(self, batch: dict) -> dict:
-        jobs = [Job(InputItem(path, relative), output, map_path or None)
-                for path, relative, output, map_path in zip(
-                    batch["path"], batch["relative"], batch["output"], batch["map_path"],
-                    strict=True)]
+        jobs = [Job(InputItem(path, relative, None if asked < 0 else int(asked),
+                              problem or None), output, map_path or None)
+                for path, relative, asked, problem, output, map_path in zip(
+                    batch["path"], batch["relative"], batch["requested_class"],
+                    batch["problem"], batch["output"], batch["map_path"], strict=True)]
         finished = [*self.executor.run(jobs), *self.executor.drain()]
         return {
             "path": [job.item.path for job in finished],
@@ -127,7 +128,8 @@ class RayEngine:
     def _results(self, wave: list[Job], pool: dict) -> Iterator[dict]:
         ray = self.ray
         rows = [{"path": os.path.abspath(job.item.path), "relative": job.item.relative,
-                 "output": os.path.abspath(job.output),
+                 "requested_class": -1 if job.requested_class is None else job.requested_class,
+                 "problem": job.problem or "", "output": os.path.abspath(job.output),
                  "map_path": os.path.abspath(job.map_path) if job.map_path else ""}
                 for job in wave]
         with warnings.catch_warnings():

@@ -34,6 +34,10 @@ def explain_images(items: Iterable[InputItem], explainer: Explainer, output: str
     """Write the pictures of each image (see the module docstring); yields a `Written` per
     picture (or per image that failed), in order."""
     labels, method = explainer.loaded.labels, explainer.method_name
+    if explainer.classes is not None:  # every input's class is checked before any work
+        items = list(items)
+        explainer.classes.check(items)
+        items = list(explainer.classes.assign(items))
     for result in explain_stream(items, explainer, batch_size):
         if result.error:
             yield Written(result.item.path, error=result.error)

@@ -15,8 +15,8 @@ from PIL import Image
 from camcli.cli import main
 
 MANIFEST_FIELDS = {"schema", "input", "output", "map", "model", "layer", "method", "target",
-                   "requested_class", "rank", "class_index", "label", "score", "top", "metrics",
-                   "precision", "error", "time"}
+                   "requested_class", "class_source", "rank", "class_index", "label", "score",
+                   "top", "metrics", "precision", "error", "time"}
 
 
 @pytest.fixture
@@ -335,8 +335,9 @@ def test_explain_any_method_into_a_folder(photos, tmp_path, model_args):
 @pytest.mark.parametrize("args, message", [
     (["--method", "gradcam", "--max-maps", "3"],
      "Error: --max-maps and --scorecam-batch apply to the scorecam method only"),
-    (["--top-k-maps", "2", "--class", "1"],
-     "Error: --top-k-maps explains the top classes: it cannot go with --class"),
+    (["--class-from", "folder", "--class", "1"],
+     "Error: give --class (one class for every image) or --class-from (a class per image), "
+     "not both"),
     (["--top-k-maps", "2", "-o", "one.jpg"],
      "Error: --top-k-maps writes several files: use --out DIR, not -o"),
 ])

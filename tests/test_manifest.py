@@ -115,8 +115,8 @@ def test_plan_compares_requests_and_files(tmp_path):
     on_disk = {str(tmp_path / "a" / "x.jpg")}
 
     def decide(group, exists=on_disk.__contains__, wanted=request, top_k=None):
-        return next(plan([item], options, wanted, top_k, {key: group} if group else {},
-                         exists=exists)).done
+        return next(plan([item], options, lambda _: wanted, top_k,
+                         {key: group} if group else {}, exists=exists)).done
 
     recorded = Group(request, "t", {None: ("a/x.jpg", None)})
     assert decide(recorded)
@@ -273,13 +273,13 @@ def test_the_library_names_parameters_and_the_cli_names_options(keras, model_arg
 
     loaded = LoadedModel("tie", tie_model(keras), (32, 32), "scale01", labels.generic(3))
     with pytest.raises(UsageProblem) as info:
-        Explainer(loaded, ExplainRequest(top_k_maps=2, class_spec=1))
-    assert str(info.value) == "top_k_maps explains the top classes: it cannot go with class_spec"
-    result = run(["batch", str(photos), "--out", str(photos / "o"), "--top-k-maps", "2",
-                  "--class", "1", *model_args])
+        Explainer(loaded, ExplainRequest(skip_unknown_classes=True))
+    assert str(info.value) == "skip_unknown_classes goes with class_from"
+    result = run(["batch", str(photos), "--out", str(photos / "o"), "--skip-unknown-classes",
+                  *model_args])
     assert result.exit_code == 2
     assert result.stderr.strip().endswith(
-        "Error: --top-k-maps explains the top classes: it cannot go with --class")
+        "Error: --skip-unknown-classes goes with --class-from")
 
 
 def test_cli_defaults_are_the_request_objects_defaults():

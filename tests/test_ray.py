@@ -29,10 +29,11 @@ def tree(tmp_path):
     """The sample photos, a generated tree with sub-folders, and a corrupt file."""
     root = tmp_path / "tree"
     shutil.copytree(SAMPLES, root / "samples", ignore=shutil.ignore_patterns("*.md"))
-    for i in range(9):
-        write_image(root / "gen" / f"k{i % 3}" / f"{i}.png", size=(40 + 3 * i, 30 + i),
+    for i in range(9):  # folders named like the tiny model's classes, for --class-from
+        folder = ("red thing", "green_thing", "Blue-Thing")[i % 3]
+        write_image(root / "gen" / folder / f"{i}.png", size=(40 + 3 * i, 30 + i),
                     color=(25 * i, 200 - 20 * i, 90))
-    (root / "gen" / "k1" / "corrupt.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated")
+    (root / "gen" / "green_thing" / "corrupt.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated")
     return root
 
 
@@ -86,6 +87,7 @@ def test_the_ray_engine_writes_what_the_local_engine_writes(ray_cluster, tree, t
     ["--method", "scorecam", "--max-maps", "8", "--top-k-maps", "2"],
     ["--method", "gradcam++", "--class", "green thing", "--metrics", "--metric-steps", "2",
      "--panel", "--shard", "2/2"],
+    ["--class-from", "folder", "--top-k-maps", "1"],
 ])
 def test_options_mean_the_same_on_ray(ray_cluster, tree, tmp_path, model_files, extra):
     args = ["batch", str(tree / "gen"), "-q", "--model", model_files["gap"], "--labels",
