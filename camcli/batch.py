@@ -273,7 +273,7 @@ class Executor:
         for picture in job.pictures:
             try:
                 outputs.write(job.result, picture, self.options.style,
-                              self.explainer.method_name, labels)
+                              self.explainer.method_name, labels, self.explainer.box_threshold)
             except OSError as exc:
                 if exc.errno in FATAL_WRITE_ERRORS:
                     job.fatal = exc  # not this input's fault: left for the next run
@@ -303,6 +303,7 @@ class Executor:
                        map=relative_to(picture.map_path, out_dir) if picture.map_path else None,
                        class_index=picture.class_index, label=labels.name(picture.class_index),
                        score=float(result.probabilities[picture.class_index]), top=top,
+                       peak=picture.peak, box=picture.box,
                        metrics=result.metrics if number == 0 else None)
                 for number, picture in enumerate(job.pictures)]
 

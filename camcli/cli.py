@@ -198,7 +198,8 @@ def method_options(command):
 
 
 def class_options(command):
-    """--class-from, --skip-unknown-classes (beside --class, for the commands that draw)."""
+    """--class-from, --skip-unknown-classes (beside --class), --boxes, --box-threshold:
+    for the commands that draw."""
     return _stack(command, [
         click.option("--class-from", default=None, metavar="folder|FILE",
                      help="A class per image: 'folder' (each image's parent folder names "
@@ -207,6 +208,14 @@ def class_options(command):
         click.option("--skip-unknown-classes", is_flag=True,
                      help="With --class-from: give images whose class the model does not "
                           "have an error record instead of refusing the run."),
+        click.option("--boxes", is_flag=True,
+                     help="Find each map's object box (the largest region above "
+                          "--box-threshold of its maximum, as in the CAM paper); draw it and "
+                          "record it as [x0, y0, x1, y1] in photo pixels."),
+        click.option("--box-threshold", default=default(ExplainRequest, "box_threshold"),
+                     show_default=True, type=click.FloatRange(0.0, 1.0, min_open=True),
+                     metavar="T", help="With --boxes: the fraction of the map's maximum a "
+                                       "box keeps."),
     ])
 
 
@@ -419,8 +428,9 @@ def _explain_images(method: str, images, output, out_dir, batch_size, options: d
             failed += 1
             click.echo(f"Error: {written.input}: {written.error}", err=True)
         else:
+            box = f", box {written.box}" if written.box is not None else ""
             click.echo(f"{written.output}: {written.label} (class {written.class_index}) "
-                       f"{written.score:.1%}")
+                       f"{written.score:.1%}{box}")
     sys.exit(1 if failed else 0)
 
 
@@ -465,6 +475,57 @@ def report(out_dir):
     click.echo(made.path)
     click.echo(f"camcli: report of {made.items} records ({made.errors} errors); "
                f"{made.thumbnails_made} thumbnails made", err=True)
+
+
+@main.command(short_help="Score a run against ground truth: pointing game, localisation, "
+                        "top-1/5.")
+@click.argument("manifests", nargs=-1, required=True, metavar="MANIFEST|OUT_DIR...")
+@click.option("--truth", required=True, type=click.Path(exists=True, dir_okay=False),
+              help="Ground truth: CSV (input,class,x0,y0,x1,y1), JSON lines, or COCO JSON.")
+@click.option("--labels", "labels_file", type=click.Path(exists=True, dir_okay=False),
+              help="The model's class names, one per line (default: ImageNet's, or the "
+                   "names the records show).")
+@click.option("--format", "fmt", default="table", show_default=True,
+              type=click.Choice(["table", "json"]))
+@click.option("--min-pointing", type=click.FloatRange(0.0, 1.0), default=None, metavar="X",
+              help="Exit 1 when the pointing game is below X (a fraction, e.g. 0.8).")
+@click.option("--min-loc", type=click.FloatRange(0.0, 1.0), default=None, metavar="X",
+              help="Exit 1 when the localisation accuracy is below X (needs batch --boxes).")
+@verbosity_options
+@translate_errors
+def score(manifests, truth, labels_file, fmt, min_pointing, min_loc):
+    """Score a batch run (its manifest, or its output folder) against ground truth.
+
+    Prints, per class and overall, classification top-1 and top-5, the pointing game (the
+    map's peak within 15 px of a true box; Zhang et al. 2016) and, for runs with --boxes,
+    localisation accuracy (IoU >= 0.5; Zhou et al. 2016) and mean IoU. --min-pointing and
+    --min-loc make it exit 1 below a threshold, for CI.
+    """
+    from camcli.score import score as score_run
+    from camcli.score import table
+
+    _configure_logging(_verbosity())
+    scores = score_run(list(manifests), truth, labels_file)
+    overall = scores.overall.rates()
+    if min_loc is not None and overall["localisation"] is None:
+        raise UsageFailure("--min-loc: nothing to localise (no boxes in the run, or no true "
+                           "boxes of the classes it explained)")
+    click.echo(json.dumps(scores.to_json(), indent=2) if fmt == "json" else table(scores))
+    if scores.without_truth:
+        click.echo(f"camcli: {scores.without_truth} of {scores.inputs} inputs have no row in "
+                   f"{truth}", err=True)
+    if scores.unresolved:
+        click.echo(f"camcli: classes of {truth} the model's labels do not have: "
+                   f"{', '.join(scores.unresolved[:10])}", err=True)
+    failed = []
+    for name, floor, value in (("pointing game", min_pointing, overall["pointing"]),
+                               ("localisation accuracy", min_loc, overall["localisation"])):
+        if floor is not None and (value is None or value < floor):
+            shown = "n/a" if value is None else f"{value:.3f}"
+            failed.append(f"{name} {shown} is below {floor:g}")
+    if failed:
+        click.echo("Error: " + "; ".join(failed), err=True)
+        sys.exit(1)
 
 
 @main.command()

@@ -80,6 +80,8 @@ class Record:
         map: the ``.npy`` map, likewise, or None.
         class_index, label, score: the explained class, its name and probability.
         top: ``[[index, label, probability], ...]``, most probable first.
+        peak: ``[x, y]``, the map's maximum in the photo's pixels (`camcli.localise`).
+        box: ``[x0, y0, x1, y1]``, the object's box from the map (with --boxes), or None.
         metrics: the map's faithfulness metrics, or None.
         precision: the model's compute precision.
         error: why the input failed, or None.
@@ -96,6 +98,8 @@ class Record:
     label: str | None = None
     score: float | None = None
     top: list = field(default_factory=list)
+    peak: list | None = None
+    box: list | None = None
     metrics: dict | None = None
     precision: str | None = None
     error: str | None = None
@@ -111,7 +115,8 @@ class Record:
             "requested_class": self.request.requested_class,
             "class_source": self.request.class_source, "rank": self.rank,
             "class_index": self.class_index, "label": self.label, "score": self.score,
-            "top": self.top, "metrics": self.metrics, "precision": self.precision,
+            "top": self.top, "peak": self.peak, "box": self.box, "metrics": self.metrics,
+            "precision": self.precision,
             "error": self.error, "time": self.time,
         }
         return json.dumps(data, ensure_ascii=False)
@@ -135,6 +140,7 @@ class Record:
                        output=data.get("output"), map=data.get("map"),
                        class_index=data.get("class_index"), label=data.get("label"),
                        score=data.get("score"), top=data.get("top") or [],
+                       peak=data.get("peak"), box=data.get("box"),
                        metrics=data.get("metrics"), precision=data.get("precision"),
                        error=data.get("error"), time=data.get("time") or "",
                        schema=data["schema"])
@@ -294,9 +300,10 @@ class Group:
                                        "option"))
 
 
-def latest(folder: str, keep: Callable[[Record], object] = lambda record: record
-           ) -> dict[str, Group]:
-    """The latest group of every input over all the manifests in ``folder``.
+def latest(folder: str, keep: Callable[[Record], object] = lambda record: record,
+           files: set[str] | None = None) -> dict[str, Group]:
+    """The latest group of every input over all the manifests in ``folder`` (or only those
+    of them in ``files``, absolute paths).
 
     Within a file the later group wins; across files, the later ``time`` (then the later
     file). ``keep(record)`` is what is kept per record (the whole record by default;
@@ -304,6 +311,8 @@ def latest(folder: str, keep: Callable[[Record], object] = lambda record: record
     """
     chosen: dict[str, Group] = {}
     for path in parts(folder):
+        if files is not None and os.path.abspath(path) not in files:
+            continue
         current: dict[str, Group] = {}
         for record in read(path):
             group = current.get(record.input)

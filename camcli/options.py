@@ -23,6 +23,10 @@ DEFAULT_BATCH_SIZE = 32
 #: Deletion / insertion steps of the faithfulness metrics (`camcli.metrics`), when asked for.
 DEFAULT_METRIC_STEPS = 20
 
+#: A box keeps the map's pixels at or above this fraction of its maximum (`camcli.localise`).
+#: Chosen by measurement (``python bench/boxes.py``; docs/PERFORMANCE.md).
+DEFAULT_BOX_THRESHOLD = 0.5
+
 
 @dataclass(frozen=True)
 class ModelRequest:
@@ -66,6 +70,8 @@ class ExplainRequest:
         scorecam_batch: Score-CAM: masked images per forward pass.
         metric_steps: measure each map's faithfulness with this many deletion / insertion
             steps (None: no metrics).
+        boxes: find each map's box (`camcli.localise.box`), record and draw it.
+        box_threshold: the fraction of the map's maximum a box keeps.
     """
 
     method: str | None = "gradcam"
@@ -77,6 +83,8 @@ class ExplainRequest:
     max_maps: int | None = None
     scorecam_batch: int = 64
     metric_steps: int | None = None
+    boxes: bool = False
+    box_threshold: float = DEFAULT_BOX_THRESHOLD
 
 
 @dataclass(frozen=True)

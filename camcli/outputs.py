@@ -30,6 +30,7 @@ class Picture:
         heatmap: the [0, 1] map at feature-map resolution.
         path: the picture (JPEG).
         map_path: the ``.npy`` of ``heatmap``, or None.
+        peak, box: where the map points in the photo (`camcli.localise`), once written.
     """
 
     rank: int | None
@@ -37,6 +38,8 @@ class Picture:
     heatmap: np.ndarray
     path: str
     map_path: str | None = None
+    peak: list[int] | None = None
+    box: list[int] | None = None
 
 
 def safe_label(label: str) -> str:
@@ -79,21 +82,32 @@ def caption(label: str, class_index: int, probability: float, method: str) -> st
     return f"{label} (class {class_index}) {probability:.1%} - {method}"
 
 
-def write(result, picture: Picture, style: RenderStyle, method: str, labels) -> None:
-    """Draw ``picture`` over the result's photo and write it (and its map) atomically.
+def write(result, picture: Picture, style: RenderStyle, method: str, labels,
+          box_threshold: float | None = None) -> None:
+    """Find where the map points (``picture.peak``; ``picture.box`` when
+    ``box_threshold`` is given), draw ``picture`` over the result's photo (with its box)
+    and write it (and its map) atomically.
 
     Raises:
         OSError: a file cannot be written; anything else: the picture cannot be drawn.
     """
-    from camcli import render
+    from camcli import localise, render
 
+    height, width = result.image.shape[:2]
+    upsampled = localise.upsample(picture.heatmap, width, height)
+    picture.peak = localise.peak(upsampled)
+    if box_threshold is not None:
+        picture.box = localise.box(upsampled, box_threshold)
     if style.panel:
         probability = float(result.probabilities[picture.class_index])
         text = caption(labels.name(picture.class_index), picture.class_index, probability,
                        method)
-        drawn = render.panel(result.image, picture.heatmap, text, style.alpha, style.colormap)
+        drawn = render.panel(result.image, picture.heatmap, text, style.alpha, style.colormap,
+                             picture.box)
     else:
         drawn = render.overlay(result.image, picture.heatmap, style.alpha, style.colormap)
+        if picture.box is not None:
+            localise.draw_box(drawn, picture.box)
     write_atomic(picture.path, render.encode_jpeg(drawn, style.quality))
     if picture.map_path is not None:
         write_atomic(picture.map_path, render.encode_npy(picture.heatmap.astype("float32")))

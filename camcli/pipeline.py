@@ -87,6 +87,11 @@ class Explainer:
         return self.graph.layer
 
     @property
+    def box_threshold(self) -> float | None:
+        """The threshold of the maps' boxes, or None when no box is asked for."""
+        return self.request.box_threshold if self.request.boxes else None
+
+    @property
     def classes(self) -> ClassAssigner | None:
         """With ``class_from``: what gives each input its class (read on first use, so
         a Ray actor, which only explains, never opens the table)."""

@@ -20,15 +20,14 @@ COLORMAPS: dict[str, int] = {
 }
 
 
-def colorize(heatmap: np.ndarray, size: tuple[int, int], colormap: str = "jet") -> np.ndarray:
+def colorize(heatmap: np.ndarray, size: tuple[int, int], colormap: str) -> np.ndarray:
     """Resize a [0, 1] map to ``size`` = (width, height) and colour it; returns BGR uint8."""
     resized = cv2.resize(heatmap.astype(np.float32), size, interpolation=cv2.INTER_LINEAR)
     levels = np.clip(np.rint(resized * 255.0), 0, 255).astype(np.uint8)
     return cv2.applyColorMap(levels, COLORMAPS[colormap])
 
 
-def overlay(rgb: np.ndarray, heatmap: np.ndarray, alpha: float = 0.4,
-            colormap: str = "jet") -> np.ndarray:
+def overlay(rgb: np.ndarray, heatmap: np.ndarray, alpha: float, colormap: str) -> np.ndarray:
     """Blend the coloured ``heatmap`` over the RGB photo; returns a BGR uint8 image of the
     photo's size (ready for `cv2.imencode`)."""
     height, width = rgb.shape[:2]
@@ -37,7 +36,7 @@ def overlay(rgb: np.ndarray, heatmap: np.ndarray, alpha: float = 0.4,
     return cv2.addWeighted(coloured, float(alpha), photo, 1.0 - float(alpha), 0.0)
 
 
-def encode_jpeg(bgr: np.ndarray, quality: int = 90) -> bytes:
+def encode_jpeg(bgr: np.ndarray, quality: int) -> bytes:
     ok, buffer = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
     if not ok:
         raise OSError("JPEG encoding failed")
@@ -50,11 +49,12 @@ def encode_npy(array: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-def panel(rgb: np.ndarray, heatmap: np.ndarray, caption: str, alpha: float = 0.4,
-          colormap: str = "jet") -> np.ndarray:
+def panel(rgb: np.ndarray, heatmap: np.ndarray, caption: str, alpha: float, colormap: str,
+          box: list[int] | None = None) -> np.ndarray:
     """original | heatmap | overlay side by side under a caption bar; BGR uint8.
 
-    Each pane has the photo's size; the bar's height follows the photo's width.
+    Each pane has the photo's size; the bar's height follows the photo's width. ``box``
+    (`camcli.localise.box`) is drawn on the overlay pane.
     """
     from PIL import Image, ImageDraw, ImageFont
 
@@ -62,6 +62,10 @@ def panel(rgb: np.ndarray, heatmap: np.ndarray, caption: str, alpha: float = 0.4
     photo = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
     coloured = colorize(heatmap, (width, height), colormap)
     blended = cv2.addWeighted(coloured, float(alpha), photo, 1.0 - float(alpha), 0.0)
+    if box is not None:
+        from camcli.localise import draw_box
+
+        draw_box(blended, box)
     panes = np.hstack([photo, coloured, blended])
     font_size = max(12, min(48, 3 * width // 40))
     bar_height = int(font_size * 1.8)

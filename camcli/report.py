@@ -118,6 +118,7 @@ def build_report(out_dir: str, workers: int = 2) -> ReportSummary:
             "predicted_score": top[2],
             "method": record.request.method,
             "rank": record.rank,
+            "box": record.box,
             "metrics": record.metrics,
             "error": record.error,
         })

@@ -26,6 +26,7 @@ class Written:
     label: str | None = None
     score: float | None = None
     error: str | None = None
+    box: list[int] | None = None
 
 
 def explain_images(items: Iterable[InputItem], explainer: Explainer, output: str | None = None,
@@ -45,10 +46,10 @@ def explain_images(items: Iterable[InputItem], explainer: Explainer, output: str
         name = outputs.single_name(result.item.relative, method, output, out_dir)
         for picture in outputs.pictures(result, name, False, labels):
             try:
-                outputs.write(result, picture, style, method, labels)
+                outputs.write(result, picture, style, method, labels, explainer.box_threshold)
             except Exception as exc:  # e.g. cv2.error: this picture fails, the others go on
                 yield Written(result.item.path, error=outputs.failure(exc, picture.path))
                 continue
             probability = float(result.probabilities[picture.class_index])
             yield Written(result.item.path, picture.path, picture.class_index,
-                          labels.name(picture.class_index), probability)
+                          labels.name(picture.class_index), probability, box=picture.box)

@@ -16,6 +16,7 @@ from pathlib import Path  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 from click.testing import CliRunner  # noqa: E402
+from pasted import PASTED, pasted_tree  # noqa: E402, F401  (tests import them from here)
 from PIL import Image  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
@@ -159,37 +160,3 @@ def ray_cluster(tmp_path_factory):
         yield ray.get_runtime_context().gcs_address
     finally:
         ray.shutdown()
-
-
-#: Sample photos and the ImageNet class the default model sees in each.
-PASTED = {"cat.jpg": "Egyptian_cat", "coffee.jpg": "espresso", "camera.png": "tripod",
-          "motorcycle.jpg": "moped"}
-
-
-def pasted_tree(root: Path, per_class: int = 2, size: int = 320, seed: int = 0,
-                folders: dict[str, str] | None = None) -> list[tuple[str, str, tuple]]:
-    """Sample photos pasted at known places on smooth random backgrounds, one folder per
-    class: ``root/<folder>/<photo stem>_<i>.jpg``. Returns ``(relative path, class, box)``
-    per image, the box ``(x0, y0, x1, y1)`` in pixels, x1 and y1 exclusive.
-
-    ``folders`` maps a photo to its folder's name (default: the class's own name).
-    """
-    rng = np.random.default_rng(seed)
-    made = []
-    for photo, label in PASTED.items():
-        with Image.open(SAMPLES / photo) as opened:
-            source = opened.convert("RGB")
-        folder = (folders or {}).get(photo, label)
-        for i in range(per_class):
-            coarse = rng.uniform(40, 215, (4, 4, 3)).astype(np.uint8)
-            background = Image.fromarray(coarse).resize((size, size), Image.BICUBIC)
-            scale = rng.uniform(0.45, 0.6) * size / max(source.size)
-            width, height = round(source.width * scale), round(source.height * scale)
-            x0 = int(rng.integers(0, size - width + 1))
-            y0 = int(rng.integers(0, size - height + 1))
-            background.paste(source.resize((width, height), Image.LANCZOS), (x0, y0))
-            relative = f"{folder}/{Path(photo).stem}_{i}.jpg"
-            (root / folder).mkdir(parents=True, exist_ok=True)
-            background.save(root / relative, quality=92)
-            made.append((relative, label, (x0, y0, x0 + width, y0 + height)))
-    return made

@@ -21,15 +21,15 @@ def photo():
 def test_overlay_has_the_photo_size_and_blends(photo):
     heatmap = np.zeros((7, 7), np.float32)
     heatmap[3, 3] = 1.0
-    assert render.overlay(photo, heatmap).shape == (37, 53, 3)
+    assert render.overlay(photo, heatmap, 0.4, "jet").shape == (37, 53, 3)
 
-    only_photo = render.overlay(photo, heatmap, alpha=0.0)
+    only_photo = render.overlay(photo, heatmap, alpha=0.0, colormap="jet")
     np.testing.assert_array_equal(only_photo, cv2.cvtColor(photo, cv2.COLOR_RGB2BGR))
 
     only_map = render.overlay(photo, heatmap, alpha=1.0, colormap="jet")
     np.testing.assert_array_equal(only_map, render.colorize(heatmap, (53, 37), "jet"))
 
-    blended = render.overlay(photo, heatmap, alpha=0.4).astype(np.float64)
+    blended = render.overlay(photo, heatmap, alpha=0.4, colormap="jet").astype(np.float64)
     expected = 0.4 * only_map + 0.6 * cv2.cvtColor(photo, cv2.COLOR_RGB2BGR)
     assert np.abs(blended - expected).max() <= 1.0
 
@@ -60,7 +60,7 @@ def test_jpeg_round_trip(photo):
 def test_panel_is_photo_heatmap_overlay_under_a_caption(photo):
     heatmap = np.zeros((7, 7), np.float32)
     heatmap[2, 4] = 1.0
-    picture = render.panel(photo, heatmap, "tabby (class 281) 81.3% - gradcam")
+    picture = render.panel(photo, heatmap, "tabby (class 281) 81.3% - gradcam", 0.4, "jet")
     height, width = photo.shape[:2]
     bar = picture.shape[0] - height
     assert picture.shape == (bar + height, 3 * width, 3) and bar >= 12
@@ -68,6 +68,7 @@ def test_panel_is_photo_heatmap_overlay_under_a_caption(photo):
     np.testing.assert_array_equal(panes[:, :width], cv2.cvtColor(photo, cv2.COLOR_RGB2BGR))
     np.testing.assert_array_equal(panes[:, width:2 * width],
                                   render.colorize(heatmap, (width, height), "jet"))
-    np.testing.assert_array_equal(panes[:, 2 * width:], render.overlay(photo, heatmap))
+    np.testing.assert_array_equal(panes[:, 2 * width:], render.overlay(photo, heatmap, 0.4,
+                                                                       "jet"))
     caption = picture[:bar]
     assert (caption > 200).any() and (caption == 32).any()  # white text on the dark bar

@@ -1,0 +1,216 @@
+"""``camcli score``: does the model look at the right thing? A run's records against ground
+truth.
+
+The truth is a table (`camcli.classes.read_table`: CSV, JSON lines or COCO) of ``input,
+class[, x0, y0, x1, y1]`` rows, several per input allowed. For every input of the run and
+every class its rows name (a *truth pair*):
+
+* **classification**: top-1 / top-5 — the class is the record's first / among its five
+  first ``top`` entries;
+* **pointing game** (Zhang et al., "Top-down Neural Attention by Excitation Backprop",
+  ECCV 2016): when the run explained that class for the input, a hit if the map's peak
+  lies within 15 pixels of one of the class's true boxes in the image;
+* **localisation** (Zhou et al., CAM, CVPR 2016): when the record has a box (``batch
+  --boxes``), a hit if its IoU with one of the class's true boxes is at least 0.5; the
+  mean IoU is the mean of each pair's best IoU.
+
+Rates are over the truth pairs that can be scored: pointing and localisation need a map of
+the true class (``--class-from`` explains it; a top-1 run only when the model's guess was
+right) and true boxes. Overall figures pool all pairs (micro-average).
+"""
+
+from __future__ import annotations
+
+import os
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+from camcli import labels as labels_mod
+from camcli import localise
+from camcli.classes import Table, read_table
+from camcli.errors import ClassError, UsageProblem
+from camcli.manifest import Record, latest, parts
+
+#: The pointing game's tolerance, in pixels (Zhang et al. 2016).
+POINTING_TOLERANCE = 15
+#: Localisation counts a box whose IoU with a true box reaches this (Zhou et al. 2016).
+LOCALISATION_IOU = 0.5
+
+
+@dataclass
+class Tally:
+    """Counts for one class, or for all."""
+
+    pairs: int = 0
+    top1: int = 0
+    top5: int = 0
+    pointed: int = 0
+    pointing_hits: int = 0
+    boxed: int = 0
+    localised: int = 0
+    iou_sum: float = 0.0
+
+    def add(self, other: Tally) -> None:
+        for name in self.__dataclass_fields__:
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+
+    def rates(self) -> dict:
+        """The figures: fractions in [0, 1], None where nothing could be scored."""
+        def ratio(hits, total):
+            return hits / total if total else None
+
+        return {"pairs": self.pairs, "top1": ratio(self.top1, self.pairs),
+                "top5": ratio(self.top5, self.pairs),
+                "pointing": ratio(self.pointing_hits, self.pointed), "pointed": self.pointed,
+                "localisation": ratio(self.localised, self.boxed), "boxed": self.boxed,
+                "mean_iou": ratio(self.iou_sum, self.boxed)}
+
+
+@dataclass
+class Scores:
+    """What `score` found: per class (by its label) and overall."""
+
+    classes: dict[str, Tally] = field(default_factory=dict)
+    overall: Tally = field(default_factory=Tally)
+    inputs: int = 0
+    without_truth: int = 0
+    unresolved: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict:
+        return {"overall": self.overall.rates(),
+                "classes": {name: tally.rates() for name, tally in sorted(self.classes.items())},
+                "inputs": self.inputs, "inputs_without_truth": self.without_truth,
+                "unresolved_classes": self.unresolved}
+
+
+def score(manifests: list[str], truth: str, labels_file: str | None = None) -> Scores:
+    """Score the runs recorded in ``manifests`` (manifest files or output folders) against
+    the table ``truth``.
+
+    Raises:
+        UsageProblem: no manifest, an unreadable table, or table rows that match several
+            inputs.
+    """
+    records = _records(manifests)
+    table = Table(read_table(truth), truth)
+    labels = _labels(records, labels_file)
+    resolved: dict[str, int | None] = {}
+    scores = Scores()
+    users: dict[str, set[str]] = defaultdict(set)
+    for path, group in records.items():
+        scores.inputs += 1
+        key = table.key(path)
+        if key is None:
+            scores.without_truth += 1
+            continue
+        users[key].add(path)
+        truth_boxes: dict[str, list] = defaultdict(list)
+        for row in table.rows[key]:
+            if row.label is not None:
+                truth_boxes[row.label].extend([row.box] if row.box else [])
+        for name, boxes in truth_boxes.items():
+            index = _resolve(name, labels, resolved)
+            label = labels.name(index) if index is not None else name
+            tally = scores.classes.setdefault(label, Tally())
+            tally.add(_pair(group, index, boxes))
+    ambiguous = sorted(key for key, paths in users.items() if len(paths) > 1)
+    if ambiguous:
+        raise UsageProblem(f"{truth}: {len(ambiguous)} row name(s) match several inputs of the "
+                           f"run ({', '.join(ambiguous[:5])}); give their paths from the "
+                           "input folder")
+    for tally in scores.classes.values():
+        scores.overall.add(tally)
+    scores.unresolved = sorted(name for name, index in resolved.items() if index is None)
+    return scores
+
+
+def _pair(group: list[Record], index: int | None, boxes: list) -> Tally:
+    """The tally of one truth pair: an input, and one class of its truth."""
+    tally = Tally(pairs=1)
+    first = group[0]
+    top = [entry[0] for entry in first.top]
+    tally.top1 = int(bool(top) and top[0] == index)
+    tally.top5 = int(index in top[:5])
+    explained = [r for r in group if r.class_index == index and index is not None]
+    if explained and boxes:
+        record = explained[0]
+        tally.pointed = 1
+        if record.peak is not None:
+            nearest = min(localise.distance_to_box(record.peak, box) for box in boxes)
+            tally.pointing_hits = int(nearest <= POINTING_TOLERANCE)
+        if record.box is not None:
+            best = max(localise.iou(record.box, box) for box in boxes)
+            tally.boxed, tally.iou_sum = 1, best
+            tally.localised = int(best >= LOCALISATION_IOU)
+    return tally
+
+
+def _records(manifests: list[str]) -> dict[str, list[Record]]:
+    """Every input's latest records (errors left out), over the given manifests."""
+    found: dict[str, list[Record]] = {}
+    for given in manifests:
+        if os.path.isdir(given):
+            folder, names = given, None
+            if not parts(folder):
+                raise UsageProblem(f"{given} has no manifest.jsonl: run camcli batch first")
+        elif os.path.isfile(given):
+            folder, names = os.path.dirname(given) or ".", {os.path.abspath(given)}
+        else:
+            raise UsageProblem(f"{given}: no such manifest or folder")
+        for path, group in latest(folder, files=names).items():
+            good = [record for rank, record in sorted(group.maps.items(),
+                                                      key=lambda item: item[0] or 0)
+                    if record.error is None]
+            if good:
+                found[path] = good
+    return found
+
+
+def _labels(records: dict[str, list[Record]], labels_file: str | None):
+    """The model's class names: the file given, ImageNet's when every name the records show
+    is ImageNet's, else the names the records show."""
+    if labels_file:
+        return labels_mod.from_file(labels_file)
+    seen: dict[int, str] = {}
+    for group in records.values():
+        for record in group:
+            for index, label, _ in record.top:
+                seen[index] = label
+            if record.class_index is not None:
+                seen[record.class_index] = record.label
+    imagenet = labels_mod.imagenet()
+    if seen and max(seen) < len(imagenet) and all(imagenet.name(i) == n for i, n in seen.items()):
+        return imagenet
+    size = max(seen) + 1 if seen else 0
+    return labels_mod.Labels(names=tuple(seen.get(i, f"class_{i}") for i in range(size)))
+
+
+def _resolve(name: str, labels, cache: dict[str, int | None]) -> int | None:
+    if name not in cache:
+        try:
+            cache[name] = labels.resolve(name, max(len(labels), 1))
+        except ClassError:
+            cache[name] = None
+    return cache[name]
+
+
+def table(scores: Scores) -> str:
+    """The scores for people: a row per class, then all."""
+    lines = [f"{'class':<28} {'pairs':>6} {'top-1':>7} {'top-5':>7} {'pointing':>9} "
+             f"{'loc. acc':>9} {'mean IoU':>9}"]
+
+    def row(name: str, tally: Tally) -> str:
+        rates = tally.rates()
+
+        def percent(value):
+            return "n/a" if value is None else f"{value:.1%}"
+
+        iou = "n/a" if rates["mean_iou"] is None else f"{rates['mean_iou']:.3f}"
+        return (f"{name[:28]:<28} {rates['pairs']:>6} {percent(rates['top1']):>7} "
+                f"{percent(rates['top5']):>7} {percent(rates['pointing']):>9} "
+                f"{percent(rates['localisation']):>9} {iou:>9}")
+
+    for name, tally in sorted(scores.classes.items()):
+        lines.append(row(name, tally))
+    lines.append(row("all", scores.overall))
+    return "\n".join(lines)

@@ -1,0 +1,48 @@
+"""Labelled test images: sample photos pasted at known boxes on smooth backgrounds.
+
+Used by the tests (through conftest) and by ``bench/boxes.py``; imports nothing of pytest.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+SAMPLES = Path(__file__).resolve().parent.parent / "sample_images"
+
+#: Sample photos and the ImageNet class the default model sees in each.
+PASTED = {"cat.jpg": "Egyptian_cat", "coffee.jpg": "espresso", "camera.png": "tripod",
+          "motorcycle.jpg": "moped"}
+
+
+def pasted_tree(root: Path, per_class: int = 2, size: int = 320, seed: int = 0,
+                folders: dict[str, str] | None = None, scale=(0.45, 0.6)
+                ) -> list[tuple[str, str, tuple]]:
+    """Sample photos pasted at known places on smooth random backgrounds, one folder per
+    class: ``root/<folder>/<photo stem>_<i>.jpg``. Returns ``(relative path, class, box)``
+    per image, the box ``(x0, y0, x1, y1)`` in pixels, x1 and y1 exclusive.
+
+    ``folders`` maps a photo to its folder's name (default: the class's own name);
+    ``scale`` is the range of the pasted photo's longer side, as a fraction of ``size``.
+    """
+    rng = np.random.default_rng(seed)
+    made = []
+    for photo, label in PASTED.items():
+        with Image.open(SAMPLES / photo) as opened:
+            source = opened.convert("RGB")
+        folder = (folders or {}).get(photo, label)
+        for i in range(per_class):
+            coarse = rng.uniform(40, 215, (4, 4, 3)).astype(np.uint8)
+            background = Image.fromarray(coarse).resize((size, size), Image.BICUBIC)
+            factor = rng.uniform(*scale) * size / max(source.size)
+            width, height = round(source.width * factor), round(source.height * factor)
+            x0 = int(rng.integers(0, size - width + 1))
+            y0 = int(rng.integers(0, size - height + 1))
+            background.paste(source.resize((width, height), Image.LANCZOS), (x0, y0))
+            relative = f"{folder}/{Path(photo).stem}_{i}.jpg"
+            (root / folder).mkdir(parents=True, exist_ok=True)
+            background.save(root / relative, quality=92)
+            made.append((relative, label, (x0, y0, x0 + width, y0 + height)))
+    return made
