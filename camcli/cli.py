@@ -27,6 +27,7 @@ from camcli import __version__
 from camcli.backend import PRECISIONS
 from camcli.errors import CamcliError, UsageProblem
 from camcli.methods import METHODS
+from camcli.methods.base import FUSE_MODES
 from camcli.models.preprocess import PREPROCESSORS
 from camcli.options import (
     DEFAULT_BATCH_SIZE,
@@ -124,8 +125,8 @@ def _stack(command, options):
 
 
 def model_options(command):
-    """--model, --weights, --labels, --preprocess, --layer, --class, --device, --batch-size,
-    --precision, --unsafe-model-code (and -q / -v)."""
+    """--model, --weights, --labels, --preprocess, --layer, --fuse, --class, --device,
+    --batch-size, --precision, --unsafe-model-code (and -q / -v)."""
     return verbosity_options(_stack(command, [
         click.option("--model", default=default(ModelRequest, "model"), show_default=True,
                      metavar="NAME|PATH",
@@ -139,10 +140,15 @@ def model_options(command):
                      help="Class names, one per line in class order (custom models)."),
         click.option("--preprocess", type=click.Choice(PREPROCESS_NAMES),
                      help="Input preprocessing for a model file [default for files: none]."),
-        click.option("--layer", default=None, metavar="NAME",
+        click.option("--layer", "layers", multiple=True, metavar="NAME",
                      help="Target layer (name, or path through nested models: "
-                          "'resnet50/conv5_block3_out'). Default: the model's registered "
-                          "layer, else the last spatial feature map."),
+                          "'resnet50/conv5_block3_out'); repeat it to fuse several layers' "
+                          "maps (--fuse). Default: the model's registered layer, else the "
+                          "last spatial feature map."),
+        click.option("--fuse", default=default(ExplainRequest, "fuse"), show_default=True,
+                     type=click.Choice(FUSE_MODES),
+                     help="With several --layer: fuse their normalised maps, upsampled to "
+                          "the finest grid, by their mean or maximum."),
         click.option("--class", "class_spec", default=None, metavar="INDEX|NAME",
                      help="Class to explain: index, WordNet id or unambiguous name. "
                           "[default: each image's top-1 prediction]"),

@@ -51,14 +51,17 @@ class Request:
         target: one of `TARGETS`.
         requested_class: the class asked for (targets with ``class``), else None.
         class_source: where the asked class came from (`CLASS_SOURCES`), else None.
+        fuse: with several layers (``layer`` is then their paths), how their maps were
+            fused (``mean`` or ``max``); else None.
     """
 
     model: str
-    layer: str
+    layer: str | tuple[str, ...]
     method: str
     target: str
     requested_class: int | None = None
     class_source: str | None = None
+    fuse: str | None = None
 
     def __post_init__(self):
         if self.target not in TARGETS:
@@ -110,7 +113,10 @@ class Record:
         """The record as one JSON line (no newline), in the documented field order."""
         data = {
             "schema": self.schema, "input": self.input, "output": self.output, "map": self.map,
-            "model": self.request.model, "layer": self.request.layer,
+            "model": self.request.model,
+            "layer": (self.request.layer if isinstance(self.request.layer, str)
+                      else list(self.request.layer)),
+            "fuse": self.request.fuse,
             "method": self.request.method, "target": self.request.target,
             "requested_class": self.request.requested_class,
             "class_source": self.request.class_source, "rank": self.rank,
@@ -134,8 +140,10 @@ class Record:
         try:
             if "schema" not in data:
                 return _from_schema_1(data, folder)
-            request = Request(data["model"], data["layer"], data["method"], data["target"],
-                              data.get("requested_class"), data.get("class_source"))
+            layer = data["layer"]
+            request = Request(data["model"], layer if isinstance(layer, str) else tuple(layer),
+                              data["method"], data["target"], data.get("requested_class"),
+                              data.get("class_source"), data.get("fuse"))
             return cls(input=data["input"], request=request, rank=data.get("rank"),
                        output=data.get("output"), map=data.get("map"),
                        class_index=data.get("class_index"), label=data.get("label"),

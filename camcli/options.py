@@ -57,8 +57,9 @@ class ExplainRequest:
 
     Attributes:
         method: a key of `camcli.methods.METHODS`, or None.
-        layer: target layer name or nested path (None: the model's registered layer, else
-            the last spatial feature map).
+        layers: target layer names or nested paths (none: the model's registered layer,
+            else the last spatial feature map); several are fused into one map.
+        fuse: how several layers' maps become one: ``mean`` or ``max``.
         class_spec: the class to explain for every image (index, WordNet id or name);
             None explains each image's top-1 class.
         class_from: a class per image instead: ``folder`` (each input's parent folder
@@ -75,7 +76,8 @@ class ExplainRequest:
     """
 
     method: str | None = "gradcam"
-    layer: str | None = None
+    layers: tuple[str, ...] = ()
+    fuse: str = "mean"
     class_spec: str | int | None = None
     class_from: str | None = None
     skip_unknown_classes: bool = False

@@ -64,13 +64,14 @@ class Explainer:
         self.device = device
         self.method_name = request.method
         self.metrics_steps = request.metric_steps
-        source = "as asked" if request.layer else f"the registered layer of {loaded.name}"
-        self.graph = graph.build(loaded.model, request.layer or loaded.default_layer, source)
+        source = "as asked" if request.layers else f"the registered layer of {loaded.name}"
+        self.graph = graph.build(loaded.model, list(request.layers) or loaded.default_layer,
+                                 source)
         if request.method == "scorecam":
             self.method = METHODS["scorecam"](self.graph, batch_size=request.scorecam_batch,
                                               max_maps=request.max_maps, progress=progress)
         elif request.method:
-            self.method = METHODS[request.method](self.graph)
+            self.method = METHODS[request.method](self.graph, fuse=request.fuse)
         else:
             self.method = Predictor(self.graph)
         self.top_k_maps = (None if request.top_k_maps is None
@@ -83,8 +84,10 @@ class Explainer:
         self._classes = None
 
     @property
-    def layer(self) -> str:
-        return self.graph.layer
+    def layer(self) -> str | tuple[str, ...]:
+        """The target layer's path; with several layers fused, their paths."""
+        layers = self.graph.layers
+        return layers[0] if len(layers) == 1 else tuple(layers)
 
     @property
     def box_threshold(self) -> float | None:
@@ -114,7 +117,9 @@ class Explainer:
             target = "top1" if self.top_k_maps is None else "top-k"
         else:
             target = "class" if self.top_k_maps is None else "top-k+class"
-        return Request(self.loaded.name, self.layer, self.method_name, target, asked, source)
+        fuse = self.request.fuse if len(self.graph.layers) > 1 else None
+        return Request(self.loaded.name, self.layer, self.method_name, target, asked, source,
+                       fuse)
 
     def __call__(self, resized: np.ndarray, requested: np.ndarray | None = None
                  ) -> tuple[np.ndarray, list[list[ExplainedMap]]]:

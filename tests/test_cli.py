@@ -14,9 +14,9 @@ from PIL import Image
 
 from camcli.cli import main
 
-MANIFEST_FIELDS = {"schema", "input", "output", "map", "model", "layer", "method", "target",
-                   "requested_class", "class_source", "rank", "class_index", "label", "score",
-                   "top", "metrics", "precision", "error", "time"}
+MANIFEST_FIELDS = {"schema", "input", "output", "map", "model", "layer", "fuse", "method",
+                   "target", "requested_class", "class_source", "rank", "class_index", "label",
+                   "score", "top", "peak", "box", "metrics", "precision", "error", "time"}
 
 
 @pytest.fixture

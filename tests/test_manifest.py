@@ -297,7 +297,7 @@ def test_cli_defaults_are_the_request_objects_defaults():
                 fields.setdefault(item.name, item.default)
     fields["class_spec"] = None  # --class
     fields["metric_steps"] = DEFAULT_METRIC_STEPS  # --metric-steps, used with --metrics
-    del fields["patterns"]  # --pattern is repeatable: its default is ()
+    del fields["patterns"], fields["layers"]  # --pattern, --layer repeat: their default is ()
     checked, unset = 0, getattr(click.core, "UNSET", None)  # click >= 8.3: no default given
     for command in main.commands.values():
         context = click.Context(command)

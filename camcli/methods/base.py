@@ -5,6 +5,10 @@ the explained class, and a low-resolution map. The base class runs the single fo
 (under a gradient tape when the method needs gradients), picks the class, forms the
 weighted sum of feature maps, applies ReLU and normalises each map to [0, 1]. A method
 only supplies its weights: one per channel ``(n, c)`` or one per element ``(n, h, w, c)``.
+
+With several target layers, the same pass gives every layer's map; each is normalised,
+upsampled (bilinear) to the finest layer's grid, and the maps are fused by their mean or
+maximum, then normalised again (as LayerCAM's paper and pytorch-grad-cam do).
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from typing import ClassVar
 import numpy as np
 
 from camcli.backend import tensorflow
+from camcli.errors import UsageProblem
 from camcli.models.graph import ExplainGraph
 
 
@@ -40,6 +45,9 @@ class Explanation:
 
 #: A requested class of -1 means "the top-1 prediction" (the default).
 TOP1 = -1
+
+#: How the maps of several layers become one.
+FUSE_MODES = ("mean", "max")
 
 
 def rank_classes(probabilities: np.ndarray, k: int) -> np.ndarray:
@@ -69,9 +77,16 @@ class BaseCAM:
     needs_gradients: ClassVar[bool] = False
     #: False for methods whose map does not depend on the class (EigenCAM)
     class_specific: ClassVar[bool] = True
+    #: Why the method cannot fuse several layers, or None when it can.
+    no_fusion: ClassVar[str | None] = None
 
-    def __init__(self, graph: ExplainGraph):
+    def __init__(self, graph: ExplainGraph, fuse: str = FUSE_MODES[0]):
+        if fuse not in FUSE_MODES:
+            raise ValueError(f"fuse must be one of {FUSE_MODES}, got {fuse!r}")
         self.graph = graph
+        self.fuse = fuse
+        if len(graph.layers) > 1 and self.no_fusion:
+            raise UsageProblem(f"{self.name} cannot fuse several layers: {self.no_fusion}")
         self.check()
         self._step = None
 
@@ -106,11 +121,13 @@ class BaseCAM:
                 features, probabilities, class_index, score = forward(self.graph, x, requested)
             # Images in a batch are independent at inference, so the gradient of the summed
             # scores holds each image's own d(score)/d(features).
-            gradients = tf.cast(tape.gradient(score, features), tf.float32)
+            gradients = [tf.cast(g, tf.float32) for g in tape.gradient(score, features)]
         else:
             features, probabilities, class_index, _ = forward(self.graph, x, requested)
-            gradients = None
-        raw = self.raw_map(tf.cast(features, tf.float32), gradients, class_index)
+            gradients = [None] * len(features)
+        raws = [self.raw_map(tf.cast(f, tf.float32), g, class_index)
+                for f, g in zip(features, gradients, strict=True)]
+        raw = raws[0] if len(raws) == 1 else fuse([normalise(r) for r in raws], self.fuse)
         return probabilities, class_index, raw, normalise(raw)
 
     def __call__(self, batch: np.ndarray, class_index: int | np.ndarray = TOP1) -> Explanation:
@@ -127,12 +144,13 @@ class BaseCAM:
 
 
 def forward(graph: ExplainGraph, x, requested):
-    """The one forward pass: features, probabilities, explained class and its score.
+    """The one forward pass: features (a list, one per target layer), probabilities,
+    explained class and its score.
 
     The score is the logit of the explained class (pre-softmax where the model has one).
     """
     tf = tensorflow()
-    features, logits = graph.model(x, training=False)
+    *features, logits = graph.model(x, training=False)
     logits = tf.cast(logits, tf.float32)
     if graph.output_kind == "softmax":
         probabilities = tf.nn.softmax(logits, axis=-1)
@@ -158,6 +176,18 @@ def _compile(fn, batch: np.ndarray):
 def _requested(class_index: int | np.ndarray, batch: np.ndarray):
     requested = np.broadcast_to(np.asarray(class_index, np.int32), (len(batch),))
     return tensorflow().constant(requested)
+
+
+def fuse(maps: list, mode: str):
+    """Several layers' ``(n, h, w)`` maps, upsampled (bilinear) to the finest one's grid,
+    then averaged (``mean``) or maxed (``max``)."""
+    tf = tensorflow()
+    sizes = [(m.shape[1] or 0) * (m.shape[2] or 0) for m in maps]
+    grid = tf.shape(maps[sizes.index(max(sizes))])[1:3]
+    upsampled = tf.stack([tf.image.resize(m[..., None], grid, method="bilinear")[..., 0]
+                          for m in maps])
+    return tf.reduce_mean(upsampled, axis=0) if mode == "mean" else \
+        tf.reduce_max(upsampled, axis=0)
 
 
 def normalise(raw):

@@ -16,6 +16,7 @@ class CAM(BaseCAM):
     paper = "Zhou et al., Learning Deep Features for Discriminative Localization, CVPR 2016"
     cost = "1 forward"
     use_when = "GAP -> Dense models: the cheapest class-specific map"
+    no_fusion = "CAM is defined at the layer before the global average pooling only"
 
     def check(self) -> None:
         if self.graph.cam_kernel is None:

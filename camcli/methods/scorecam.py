@@ -23,10 +23,11 @@ class ScoreCAM(BaseCAM):
     paper = "Wang et al., Score-CAM, CVPR-W 2020"
     cost = "1 + C forwards (C channels, or --max-maps)"
     use_when = "no gradients needed; robust to saturated gradients; slow"
+    no_fusion = "each layer would need its own masked passes (C forwards a layer)"
 
     def __init__(self, graph, batch_size: int = default(ExplainRequest, "scorecam_batch"),
                  max_maps: int | None = None,
-                 progress: Callable[[int], object] | None = None):
+                 progress: Callable[[int], object] | None = None, fuse: str = "mean"):
         """
         Args:
             batch_size: masked inputs per forward pass.
@@ -38,12 +39,12 @@ class ScoreCAM(BaseCAM):
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if max_maps is not None and max_maps < 1:
             raise ValueError(f"max_maps must be >= 1, got {max_maps}")
-        super().__init__(graph)
+        super().__init__(graph, fuse)
         self.batch_size, self.max_maps, self.progress = batch_size, max_maps, progress
         self._score_step = None
 
     def _first_pass(self, x, requested):
-        features, probabilities, class_index, _ = forward(self.graph, x, requested)
+        (features,), probabilities, class_index, _ = forward(self.graph, x, requested)
         return tensorflow().cast(features, "float32"), probabilities, class_index
 
     def _masked_scores(self, x, requested):

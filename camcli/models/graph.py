@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import difflib
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -48,25 +49,31 @@ class _Call:
 
 @dataclass
 class ExplainGraph:
-    """A model's forward pass split open at the target layer.
+    """A model's forward pass split open at the target layer(s).
 
     Attributes:
-        model: Keras model ``x -> [features, logits]``; features are ``(n, h, w, c)``.
-        layer: path of the target layer, '/'-separated through nested models.
+        model: Keras model ``x -> [features..., logits]``: one ``(n, h, w, c)`` feature
+            map per target layer, in the order asked, then the logits.
+        layers: paths of the target layers, '/'-separated through nested models.
         output_kind: how probabilities follow from ``logits``: ``softmax``, ``sigmoid`` or
             ``raw`` (the model's output is used as it is, for probability and score).
         num_classes: width of the model's output.
-        cam_kernel: the Dense kernel ``(c, num_classes)`` when the head after the target
-            layer is global-average-pooling -> Dense, else None.
+        cam_kernel: the Dense kernel ``(c, num_classes)`` when the head after the (one)
+            target layer is global-average-pooling -> Dense, else None.
         cam_problem: why CAM does not apply (None when it does).
     """
 
     model: Any
-    layer: str
+    layers: list[str]
     output_kind: str
     num_classes: int
     cam_kernel: Any = None
     cam_problem: str | None = None
+
+    @property
+    def layer(self) -> str:
+        """The target layer's path (several: joined with ' + ')."""
+        return " + ".join(self.layers)
 
 
 def _is_sequential(layer) -> bool:
@@ -222,8 +229,10 @@ def _cam_head(calls: list[_Call], features, output) -> tuple[Any, str | None]:
     return dense.kernel, None
 
 
-def build(model, layer: str | None = None, source: str = "as asked") -> ExplainGraph:
-    """Split ``model`` open at ``layer`` (a name or nested path; None: found automatically).
+def build(model, layer: str | Sequence[str] | None = None, source: str = "as asked"
+          ) -> ExplainGraph:
+    """Split ``model`` open at ``layer`` (a name or nested path, or several; None: found
+    automatically).
 
     ``source`` says where ``layer`` came from, for the log line.
 
@@ -245,9 +254,15 @@ def build(model, layer: str | None = None, source: str = "as asked") -> ExplainG
     output = replay.run(model, fresh if len(model.inputs) == 1 else [fresh])
     output = keras.tree.flatten(output)[0]
 
-    if layer:
-        chosen = _find_layer(replay.calls, layer)
-        log.info("target layer: %s (%s)", chosen.path, source)
+    names = [layer] if isinstance(layer, str) else list(layer or [])
+    if names:
+        chosen_all = [_find_layer(replay.calls, name) for name in names]
+        paths = [c.path for c in chosen_all]
+        if len(set(paths)) < len(paths):
+            raise LayerError(f"a target layer is given twice: {', '.join(paths)}")
+        chosen = chosen_all[-1]
+        log.info("target layer%s: %s (%s)", "s" if len(paths) > 1 else "", ", ".join(paths),
+                 source)
     else:
         candidates = [c for c in replay.calls if _spatial(c)]
         if not candidates:
@@ -256,14 +271,19 @@ def build(model, layer: str | None = None, source: str = "as asked") -> ExplainG
                 "nothing to build a class activation map from"
             )
         chosen = candidates[-1]
+        chosen_all = [chosen]
         log.info("target layer: %s (last spatial feature map, found automatically)", chosen.path)
 
     logits, kind = _peel_output(replay.calls, output)
-    kernel, problem = _cam_head(replay.calls, chosen.output, output)
-    explain_model = keras.Model(fresh, [chosen.output, logits], name=f"{model.name}_explain")
+    if len(chosen_all) == 1:
+        kernel, problem = _cam_head(replay.calls, chosen.output, output)
+    else:
+        kernel, problem = None, "several layers are fused"
+    explain_model = keras.Model(fresh, [*(c.output for c in chosen_all), logits],
+                                name=f"{model.name}_explain")
     return ExplainGraph(
         model=explain_model,
-        layer=chosen.path,
+        layers=[c.path for c in chosen_all],
         output_kind=kind,
         num_classes=int(output.shape[-1]),
         cam_kernel=kernel,
