@@ -37,6 +37,7 @@ from camcli.options import (
     ModelRequest,
     RayOptions,
     RenderStyle,
+    TrainOptions,
     default,
     pick,
 )
@@ -125,8 +126,8 @@ def _stack(command, options):
 
 
 def model_options(command):
-    """--model, --weights, --labels, --preprocess, --layer, --fuse, --class, --device,
-    --batch-size, --precision, --unsafe-model-code (and -q / -v)."""
+    """--model, --weights, --labels, --preprocess, --device, --batch-size, --precision,
+    --unsafe-model-code (and -q / -v)."""
     return verbosity_options(_stack(command, [
         click.option("--model", default=default(ModelRequest, "model"), show_default=True,
                      metavar="NAME|PATH",
@@ -140,18 +141,6 @@ def model_options(command):
                      help="Class names, one per line in class order (custom models)."),
         click.option("--preprocess", type=click.Choice(PREPROCESS_NAMES),
                      help="Input preprocessing for a model file [default for files: none]."),
-        click.option("--layer", "layers", multiple=True, metavar="NAME",
-                     help="Target layer (name, or path through nested models: "
-                          "'resnet50/conv5_block3_out'); repeat it to fuse several layers' "
-                          "maps (--fuse). Default: the model's registered layer, else the "
-                          "last spatial feature map."),
-        click.option("--fuse", default=default(ExplainRequest, "fuse"), show_default=True,
-                     type=click.Choice(FUSE_MODES),
-                     help="With several --layer: fuse their normalised maps, upsampled to "
-                          "the finest grid, by their mean or maximum."),
-        click.option("--class", "class_spec", default=None, metavar="INDEX|NAME",
-                     help="Class to explain: index, WordNet id or unambiguous name. "
-                          "[default: each image's top-1 prediction]"),
         click.option("--device", default=None, metavar="auto|cpu|gpu|gpu:N",
                      help="Where to run. [default: $CAMCLI_DEVICE, else auto]"),
         click.option("--batch-size", default=DEFAULT_BATCH_SIZE, show_default=True,
@@ -166,6 +155,24 @@ def model_options(command):
                      help="Run Python code stored in a model file (Lambda layers). Model "
                           "files are loaded safely without it; use only for files you trust."),
     ]))
+
+
+def target_options(command):
+    """--layer, --fuse, --class: what in the model is explained."""
+    return _stack(command, [
+        click.option("--layer", "layers", multiple=True, metavar="NAME",
+                     help="Target layer (name, or path through nested models: "
+                          "'resnet50/conv5_block3_out'); repeat it to fuse several layers' "
+                          "maps (--fuse). Default: the model's registered layer, else the "
+                          "last spatial feature map."),
+        click.option("--fuse", default=default(ExplainRequest, "fuse"), show_default=True,
+                     type=click.Choice(FUSE_MODES),
+                     help="With several --layer: fuse their normalised maps, upsampled to "
+                          "the finest grid, by their mean or maximum."),
+        click.option("--class", "class_spec", default=None, metavar="INDEX|NAME",
+                     help="Class to explain: index, WordNet id or unambiguous name. "
+                          "[default: each image's top-1 prediction]"),
+    ])
 
 
 def render_options(command):
@@ -315,6 +322,7 @@ def main():
 @main.command()
 @click.argument("images", nargs=-1, required=True)
 @model_options
+@target_options
 @click.option("--top-k", default=default(BatchOptions, "top_k"), show_default=True,
               type=click.IntRange(min=1), help="How many classes to list per image.")
 @click.option("--format", "fmt", default="table", show_default=True,
@@ -368,6 +376,7 @@ def _print_table_row(row: dict) -> None:
 @single_image_options
 @class_options
 @model_options
+@target_options
 @render_options
 @translate_errors
 def cam(images, output, out_dir, batch_size, **options):
@@ -384,6 +393,7 @@ def cam(images, output, out_dir, batch_size, **options):
 @single_image_options
 @class_options
 @model_options
+@target_options
 @render_options
 @translate_errors
 def gradcam(images, output, out_dir, batch_size, **options):
@@ -401,6 +411,7 @@ def gradcam(images, output, out_dir, batch_size, **options):
 @method_options
 @class_options
 @model_options
+@target_options
 @render_options
 @translate_errors
 def explain(images, output, out_dir, method, batch_size, **options):
@@ -534,6 +545,72 @@ def score(manifests, truth, labels_file, fmt, min_pointing, min_loc):
         sys.exit(1)
 
 
+@main.command(short_help="Train a CAM head for your own classes (one sub-folder each).")
+@click.argument("tree", type=click.Path(exists=True, file_okay=False))
+@click.option("--out", required=True, type=click.Path(dir_okay=False),
+              help="The model to write: one .keras file (and its .json report beside it).")
+@model_options
+@click.option("--layer", "layer", default=None, metavar="NAME",
+              help="The backbone's feature layer the head pools. [default: the model's "
+                   "registered layer, else the last spatial feature map]")
+@click.option("--val-split", default=default(TrainOptions, "val_split"), show_default=True,
+              type=click.FloatRange(0.0, 0.9),
+              help="Fraction of each class held out to validate (stratified, seeded).")
+@click.option("--epochs", default=default(TrainOptions, "epochs"), show_default=True,
+              type=click.IntRange(min=1), help="The most epochs (early stopping ends sooner).")
+@click.option("--patience", default=default(TrainOptions, "patience"), show_default=True,
+              type=click.IntRange(min=1),
+              help="Epochs without a better validation loss before stopping.")
+@click.option("--seed", default=default(TrainOptions, "seed"), show_default=True, type=int,
+              help="Seed of the split and the training: same seed, same weights.")
+@click.option("--augment", is_flag=True,
+              help="Also train on each training image flipped left-right (doubles the "
+                   "backbone's work for them).")
+@click.option("--overwrite", is_flag=True, help="Replace --out if it exists.")
+@click.option("--pattern", "patterns", multiple=True, metavar="GLOB",
+              help="File names to take (repeatable). [default: common image extensions]")
+@click.option("--workers", default=default(TrainOptions, "workers"), show_default=True,
+              type=click.IntRange(min=1), help="Threads decoding images.")
+@translate_errors
+def train(tree, out, layer, batch_size, patterns, **options):
+    """Train a classifier head on TREE's classes (one sub-folder per class), on a frozen
+    backbone, and write one self-contained .keras model.
+
+    The backbone's pooled features are computed once; a global-average-pooling -> Dense
+    head is fitted with Keras (seeded stratified validation split, early stopping). The
+    model carries its class names and target layer: 'camcli cam --model MODEL.keras' and
+    'camcli batch TREE --model MODEL.keras --class-from folder' work on it directly.
+    """
+    from camcli.train import train as fit
+
+    if options.get("labels_file"):
+        raise UsageFailure("--labels names a model's classes; train names its classes after "
+                           "TREE's folders")
+    _configure_logging(_verbosity())
+    settings = pick(TrainOptions, {**options, "out": out, "batch_size": batch_size,
+                                   "patterns": patterns or None})
+    report = fit(tree, pick(ModelRequest, options), settings,
+                 _ProgressBar(quiet=_verbosity() < 0), layers=(layer,) if layer else (),
+                 command=_command_line())
+    click.echo(f"{out}: {len(report.classes)} classes, "
+               f"{sum(c['train'] for c in report.counts.values())} training and "
+               f"{sum(c['validation'] for c in report.counts.values())} validation images, "
+               f"{report.epochs} epochs in {report.seconds:.1f} s")
+    if report.val_top1 is not None:
+        click.echo(f"validation: top-1 {report.val_top1:.1%}, top-5 {report.val_top5:.1%}")
+        for name, accuracy in report.per_class.items():
+            shown = "n/a" if accuracy is None else f"{accuracy:.1%}"
+            click.echo(f"  {name:<30} {shown:>7}  ({report.counts[name]['validation']} "
+                       "validation images)")
+        for pair in report.confused:
+            click.echo(f"  confused: {pair['true']} -> {pair['predicted']} "
+                       f"({pair['images']} images)")
+    if report.skipped:
+        click.echo(f"camcli: {len(report.skipped)} files skipped (listed in the report)",
+                   err=True)
+    click.echo(f"camcli: report in {os.path.splitext(out)[0]}.json", err=True)
+
+
 @main.command()
 @verbosity_options
 def methods():
@@ -586,6 +663,7 @@ def methods():
 @method_options
 @class_options
 @model_options
+@target_options
 @render_options
 @click.pass_context
 @translate_errors
@@ -639,6 +717,29 @@ def batch(ctx, inputs, method, metrics, metric_steps, make_report, engine, **opt
     if summary.interrupted:
         sys.exit(EXIT_INTERRUPTED)
     sys.exit(1 if summary.failed or summary.lost else 0)
+
+
+def _command_line() -> str:
+    """The current command as typed, rebuilt from what was given on the command line."""
+    import shlex
+
+    context = click.get_current_context()
+    words = ["camcli", context.info_name]
+    for param in context.command.params:
+        if not param.expose_value or \
+                context.get_parameter_source(param.name) != ParameterSource.COMMANDLINE:
+            continue  # (-q / -v are added below)
+        value = context.params.get(param.name)
+        if isinstance(param, click.Argument):
+            words += list(value) if isinstance(value, tuple) else [str(value)]
+        elif param.is_flag:
+            words.append(param.opts[-1] if len(param.opts[-1]) > 2 else param.opts[0])
+        else:
+            for one in value if param.multiple else [value]:
+                words += [max(param.opts, key=len), str(one)]
+    verbosity = _verbosity()
+    words += ["-q"] if verbosity < 0 else ["-v"] if verbosity > 0 else []
+    return shlex.join(words)
 
 
 def _ray_engine(model: ModelRequest, explain: ExplainRequest, run: BatchOptions, options: dict):

@@ -6,6 +6,7 @@ defaults: the CLI's options, the library's signatures and the README all read th
 * `RenderStyle` — how a map is drawn over the photo.
 * `BatchOptions` — how ``camcli batch`` walks, writes and resumes.
 * `RayOptions` — how ``camcli batch --engine ray`` uses a Ray cluster.
+* `TrainOptions` — how ``camcli train`` fits a head.
 
 Nothing here imports TensorFlow.
 """
@@ -157,6 +158,38 @@ class RayOptions:
     gpus_per_actor: float | None = None
     retries: int = 2
     wave: int = 100_000
+
+
+@dataclass(frozen=True)
+class TrainOptions:
+    """How ``camcli train`` fits the head.
+
+    Attributes:
+        out: the ``.keras`` file to write.
+        val_split: the fraction of each class held out for validation (stratified).
+        epochs: the most epochs; early stopping on the validation loss ends sooner.
+        patience: epochs without a better validation loss before stopping.
+        seed: the split's and the training's seed: same seed, same weights.
+        augment: also train on each training image flipped left-right (its features are
+            computed too: twice the backbone's work for the training images).
+        learning_rate: Adam's.
+        overwrite: replace ``out`` if it exists.
+        patterns: file names taken when walking (None: image extensions).
+        batch_size: images per forward pass of the backbone.
+        workers: decoding threads.
+    """
+
+    out: str
+    val_split: float = 0.1
+    epochs: int = 100
+    patience: int = 5
+    seed: int = 0
+    augment: bool = False
+    learning_rate: float = 1e-3
+    overwrite: bool = False
+    patterns: tuple[str, ...] | None = None
+    batch_size: int = DEFAULT_BATCH_SIZE
+    workers: int = 2
 
 
 def default(cls: type, name: str):

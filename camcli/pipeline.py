@@ -135,7 +135,7 @@ class Explainer:
             requested = np.asarray(requested, np.int32)
             asked = np.where(requested >= 0, requested, asked)
         batch = preprocess(self.loaded.preprocess, resized)
-        with self._on_device():
+        with self.on_device():
             if not self.top_k_maps:
                 explanation = self.method(batch, asked)
                 maps = [[ExplainedMap(int(c), m)]
@@ -159,7 +159,7 @@ class Explainer:
         for number, row in enumerate(rows):
             maps[row].append(ExplainedMap(int(asked[row]), extra[number]))
 
-    def _on_device(self):
+    def on_device(self):
         """Run on the chosen device (``open_explainer``), else where TensorFlow places it."""
         if self.device is None:
             return contextlib.nullcontext()
@@ -168,7 +168,7 @@ class Explainer:
     def probability_of(self, resized: np.ndarray, classes: np.ndarray) -> np.ndarray:
         """Probabilities of ``classes`` (one per image) for RGB [0, 255] model inputs."""
         batch = preprocess(self.loaded.preprocess, resized)
-        with self._on_device():
+        with self.on_device():
             explanation = self._scorer(batch, np.asarray(classes, np.int32))
         return explanation.probabilities[np.arange(len(batch)), explanation.class_index]
 
@@ -296,21 +296,28 @@ def explain_stream(items: Iterable[HasPath], explainer: Explainer,
     waits for the disk once started. A file that cannot be decoded becomes an
     `ImageResult` with ``error`` set; the others in its batch go on.
     """
-    size = explainer.loaded.input_size
+    for decoded in decoded_batches(items, explainer.loaded.input_size, batch_size, workers):
+        yield from _run_batch(decoded, explainer)
+
+
+def decoded_batches(items: Iterable[HasPath], size: tuple[int, int], batch_size: int,
+                    workers: int) -> Iterator[list[tuple]]:
+    """``items`` decoded and resized to ``size`` in ``workers`` threads, one batch ahead of
+    the consumer: per batch, ``(item, photo, resized)`` per input, or ``(item, reason,
+    None)`` for one that cannot be decoded."""
     with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="decode") as pool:
         pending: deque = deque()
         for chunk in _chunks(items, batch_size):
             pending.append([(item, pool.submit(_decode, item, size)) for item in chunk])
             if len(pending) > 1:
-                yield from _run_batch(pending.popleft(), explainer)
+                yield [(item, *future.result()) for item, future in pending.popleft()]
         while pending:
-            yield from _run_batch(pending.popleft(), explainer)
+            yield [(item, *future.result()) for item, future in pending.popleft()]
 
 
-def _run_batch(submitted, explainer: Explainer) -> list[ImageResult]:
+def _run_batch(decoded: list[tuple], explainer: Explainer) -> list[ImageResult]:
     results, good, tensors = [], [], []
-    for item, future in submitted:
-        rgb, resized = future.result()
+    for item, rgb, resized in decoded:
         if resized is None:
             results.append(ImageResult(item, error=rgb))
         else:

@@ -18,22 +18,31 @@ PASTED = {"cat.jpg": "Egyptian_cat", "coffee.jpg": "espresso", "camera.png": "tr
 
 
 def pasted_tree(root: Path, per_class: int = 2, size: int = 320, seed: int = 0,
-                folders: dict[str, str] | None = None, scale=(0.45, 0.6)
+                folders: dict[str, str] | None = None, scale=(0.45, 0.6),
+                photos: dict[str, str] | None = None, crop: float = 1.0
                 ) -> list[tuple[str, str, tuple]]:
     """Sample photos pasted at known places on smooth random backgrounds, one folder per
     class: ``root/<folder>/<photo stem>_<i>.jpg``. Returns ``(relative path, class, box)``
     per image, the box ``(x0, y0, x1, y1)`` in pixels, x1 and y1 exclusive.
 
     ``folders`` maps a photo to its folder's name (default: the class's own name);
-    ``scale`` is the range of the pasted photo's longer side, as a fraction of ``size``.
+    ``scale`` is the range of the pasted photo's longer side, as a fraction of ``size``;
+    ``photos`` maps sample photos to classes (default `PASTED`); with ``crop`` < 1 each
+    paste is a random crop keeping ``crop`` to 1 of each side of the photo.
     """
     rng = np.random.default_rng(seed)
     made = []
-    for photo, label in PASTED.items():
+    for photo, label in (photos or PASTED).items():
         with Image.open(SAMPLES / photo) as opened:
-            source = opened.convert("RGB")
+            whole = opened.convert("RGB")
         folder = (folders or {}).get(photo, label)
         for i in range(per_class):
+            source = whole
+            if crop < 1.0:
+                keep_w, keep_h = (rng.uniform(crop, 1.0, 2) * whole.size).astype(int)
+                left = int(rng.integers(0, whole.width - keep_w + 1))
+                top = int(rng.integers(0, whole.height - keep_h + 1))
+                source = whole.crop((left, top, left + keep_w, top + keep_h))
             coarse = rng.uniform(40, 215, (4, 4, 3)).astype(np.uint8)
             background = Image.fromarray(coarse).resize((size, size), Image.BICUBIC)
             factor = rng.uniform(*scale) * size / max(source.size)

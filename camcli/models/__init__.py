@@ -8,6 +8,7 @@ end as a `LoadedModel`.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import sys
@@ -182,6 +183,8 @@ def load(
         if len(loaded.labels) != num_classes:
             log.warning("labels file %s has %d names for a model with %d classes",
                         labels_file, len(loaded.labels), num_classes)
+    elif len(loaded.labels) == num_classes:
+        pass  # the model file's own names (camcli train)
     elif num_classes == 1000:
         loaded.labels = labels_mod.imagenet()
     else:
@@ -253,6 +256,45 @@ def _load_file(path: str, unsafe_model_code: bool = False) -> LoadedModel:
                          f"3), got {shape}")
     height, width = shape[1], shape[2]
     input_size = (height, width) if height and width else DEFAULT_INPUT_SIZE
+    meta = read_metadata(path)
+    if meta:
+        log.info("model file %s: %d class names, preprocessing %s, target layer %s (saved "
+                 "by camcli train)", path, len(meta["labels"]), meta["preprocess"],
+                 meta["target_layer"])
+        labels = labels_mod.Labels(names=tuple(meta["labels"]))
+        preprocess, layer = meta["preprocess"], meta["target_layer"]
+    else:
+        labels, preprocess, layer = labels_mod.generic(0), "none", None
     # The absolute path names the model in records: the same file from any folder.
-    return LoadedModel(os.path.abspath(path), model, input_size, "none",
-                       labels_mod.generic(0), None)
+    return LoadedModel(os.path.abspath(path), model, input_size, preprocess, labels, layer)
+
+
+#: Inside a ``.keras`` archive, what camcli needs to use the model as it was trained:
+#: class names, preprocessing, target layer. Keras ignores the member.
+METADATA_MEMBER = "camcli.json"
+
+
+def read_metadata(path: str) -> dict | None:
+    """The camcli metadata inside a ``.keras`` file (`METADATA_MEMBER`), or None."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as archive:
+            if METADATA_MEMBER not in archive.namelist():
+                return None
+            meta = json.loads(archive.read(METADATA_MEMBER).decode("utf-8"))
+    except (OSError, zipfile.BadZipFile, ValueError):
+        return None
+    if not isinstance(meta, dict) or not isinstance(meta.get("labels"), list):
+        return None
+    meta.setdefault("preprocess", "none")
+    meta.setdefault("target_layer", None)
+    return meta
+
+
+def write_metadata(path: str, meta: dict) -> None:
+    """Add camcli's metadata to a ``.keras`` file (see `METADATA_MEMBER`)."""
+    import zipfile
+
+    with zipfile.ZipFile(path, "a") as archive:
+        archive.writestr(METADATA_MEMBER, json.dumps(meta, ensure_ascii=False, indent=1))

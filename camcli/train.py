@@ -1,0 +1,294 @@
+"""``camcli train TREE --out MODEL.keras``: a CAM head for your own classes, on a CPU.
+
+One class per sub-folder of ``TREE``. The backbone (a built-in model or a model file,
+frozen) runs once over every image, through the same decoding pipeline as ``batch``; its
+target layer's feature maps are pooled (global average) into one vector per image. A
+``Dense(k, softmax)`` head is trained on those vectors with Keras: a seeded, stratified
+validation split, early stopping on the validation loss, ``epochs`` as a cap. The result
+is the backbone up to its target layer, global average pooling and the head — a
+GAP -> Dense model, so ``cam`` works on it — saved as one ``.keras`` file that carries its
+class names, preprocessing and target layer (`camcli.models.METADATA_MEMBER`); a JSON
+report is written beside it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import shutil
+import tempfile
+import time
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from camcli.atomic import FILE_MODE, write_atomic
+from camcli.errors import UsageProblem
+from camcli.inputs import InputItem, check_inputs, discover
+from camcli.options import ExplainRequest, ModelRequest, TrainOptions
+
+log = logging.getLogger("camcli")
+
+
+@dataclass
+class Seen:
+    """One image of the tree as the progress hooks see it (``item.path``, ``error``)."""
+
+    item: InputItem
+    error: str | None = None
+
+
+@dataclass
+class TrainReport:
+    """What a training run found; ``to_json`` is the report written beside the model."""
+
+    model: str
+    classes: list[str]
+    counts: dict[str, dict[str, int]]
+    val_top1: float | None = None
+    val_top5: float | None = None
+    per_class: dict[str, float | None] = field(default_factory=dict)
+    confused: list[dict] = field(default_factory=list)
+    skipped: list[dict] = field(default_factory=list)
+    epochs: int = 0
+    seconds: float = 0.0
+    backbone: str = ""
+    target_layer: str = ""
+    command: str = ""
+    seed: int = 0
+    augment: bool = False
+
+    def to_json(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def classes_of(tree: str, patterns=None) -> tuple[list[str], dict[str, list[InputItem]], list]:
+    """The class folders of ``tree`` and their images (walked as ``batch`` walks), and the
+    images outside any class folder.
+
+    Raises:
+        UsageProblem: fewer than two classes, or a class with fewer than two images.
+    """
+    check_inputs([tree])
+    if not os.path.isdir(tree):
+        raise UsageProblem(f"{tree} is not a folder: camcli train takes a folder with one "
+                           "sub-folder per class")
+    images: dict[str, list[InputItem]] = defaultdict(list)
+    outside = []
+    for item in discover([tree], patterns):
+        folder, _, rest = item.relative.partition("/")
+        if rest:
+            images[folder].append(item)
+        else:
+            outside.append(item)
+    classes = sorted(images)
+    if len(classes) < 2:
+        raise UsageProblem(f"{tree} has {len(classes)} class folder(s) with images: training "
+                           "needs at least two (one sub-folder per class)")
+    few = [f"{name} ({len(images[name])})" for name in classes if len(images[name]) < 2]
+    if few:
+        raise UsageProblem(f"every class needs at least two images; these have fewer: "
+                           f"{', '.join(few)}")
+    return classes, images, outside
+
+
+def split(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """A seeded, stratified split: per class, ``round(n * fraction)`` images (at least one,
+    at most n - 1, when ``fraction`` > 0) go to validation. Returns (train, validation)
+    index arrays."""
+    rng = np.random.default_rng(seed)
+    train, validation = [], []
+    for label in np.unique(labels):
+        members = rng.permutation(np.flatnonzero(labels == label))
+        held = 0 if fraction <= 0 else min(len(members) - 1, max(1, round(len(members) *
+                                                                           fraction)))
+        validation.extend(members[:held])
+        train.extend(members[held:])
+    return np.sort(np.array(train, int)), np.sort(np.array(validation, int))
+
+
+def train(tree: str, model: ModelRequest, options: TrainOptions, reporter=None,
+          layers: tuple[str, ...] = (), command: str = "") -> TrainReport:
+    """Train a head for the classes of ``tree`` on ``model``'s frozen features and write
+    ``options.out`` (and its ``.json`` report) atomically. ``command`` is recorded in the
+    report (the command line that made the model).
+
+    Raises:
+        UsageProblem: a bad tree, an existing ``out`` without ``overwrite``, an ``out``
+            that is not ``.keras``.
+    """
+    from camcli.batch import Reporter
+    from camcli.pipeline import open_explainer
+
+    started = time.perf_counter()
+    reporter = reporter or Reporter()
+    if not options.out.endswith(".keras"):
+        raise UsageProblem("{out} must end with .keras (one self-contained Keras file)",
+                           ("out",))
+    if os.path.exists(options.out) and not options.overwrite:
+        raise UsageProblem(f"{options.out} exists: pass {{overwrite}} to replace it",
+                           ("overwrite",))
+    classes, images, outside = classes_of(tree, options.patterns)
+    for item in outside:
+        log.warning("%s: not in a class folder; skipped", item.path)
+    items = [item for name in classes for item in images[name]]
+    labels = np.array([classes.index(item.relative.partition("/")[0]) for item in items])
+    training, validation = split(labels, options.val_split, options.seed)
+    explainer = open_explainer(model, ExplainRequest(method=None, layers=layers))
+    report = TrainReport(model=options.out, classes=classes,
+                         counts={name: {"train": 0, "validation": 0} for name in classes},
+                         backbone=explainer.loaded.name, target_layer=explainer.layer,
+                         command=command, seed=options.seed,
+                         augment=options.augment,
+                         skipped=[{"input": i.path, "reason": "not in a class folder"}
+                                  for i in outside])
+    features, flipped = _features(explainer, items, set(training), options, report, reporter)
+    kept = np.array([i for i in range(len(items)) if i in features])
+    _check_counts(kept, labels, classes)
+    training = np.intersect1d(training, kept)
+    validation = np.intersect1d(validation, kept)
+    for subset, name in ((training, "train"), (validation, "validation")):
+        for index in subset:
+            report.counts[classes[labels[index]]][name] += 1
+    head, report.epochs = _fit(features, flipped, labels, training, validation, len(classes),
+                               options)
+    if len(validation):
+        _evaluate(head, np.stack([features[i] for i in validation]), labels[validation],
+                  classes, report)
+    _save(explainer, head, classes, options.out)
+    report.seconds = round(time.perf_counter() - started, 1)
+    write_atomic(_report_path(options.out),
+                 (json.dumps(report.to_json(), indent=2, ensure_ascii=False) + "\n")
+                 .encode("utf-8"))
+    return report
+
+
+def _report_path(out: str) -> str:
+    return os.path.splitext(out)[0] + ".json"
+
+
+def _features(explainer, items, training: set, options: TrainOptions, report, reporter):
+    """Pooled target-layer features of every decodable image (and of the training
+    images flipped, with ``augment``), in one pass of the backbone per batch."""
+    import keras
+
+    from camcli.models.preprocess import preprocess
+    from camcli.pipeline import decoded_batches
+
+    graph = explainer.graph
+    pooled = keras.Model(graph.model.input,
+                         keras.layers.GlobalAveragePooling2D()(graph.model.outputs[0]))
+    position = {id(item): number for number, item in enumerate(items)}
+    features, flipped = {}, {}
+    reporter.start(len(items))
+    try:
+        for batch in decoded_batches(items, explainer.loaded.input_size, options.batch_size,
+                                     options.workers):
+            good = [(position[id(item)], resized) for item, _, resized in batch
+                    if resized is not None]
+            for item, reason, resized in batch:
+                if resized is None:
+                    report.skipped.append({"input": item.path, "reason": reason})
+                reporter.advance(Seen(item, None if resized is not None else reason))
+            if not good:
+                continue
+            resized = np.stack([r for _, r in good])
+            flips = [n for n, (number, _) in enumerate(good)
+                     if options.augment and number in training]
+            inputs = resized if not flips else np.concatenate([resized,
+                                                               resized[flips, :, ::-1]])
+            with explainer.on_device():
+                vectors = pooled(preprocess(explainer.loaded.preprocess, inputs),
+                                 training=False).numpy().astype(np.float32)
+            for row, (number, _) in enumerate(good):
+                features[number] = vectors[row]
+            for row, n in enumerate(flips):
+                flipped[good[n][0]] = vectors[len(good) + row]
+    finally:
+        reporter.close()
+    return features, flipped
+
+
+def _check_counts(kept: np.ndarray, labels: np.ndarray, classes: list[str]) -> None:
+    counts = Counter(labels[kept].tolist())
+    few = [f"{name} ({counts.get(number, 0)})" for number, name in enumerate(classes)
+           if counts.get(number, 0) < 2]
+    if few:
+        raise UsageProblem("every class needs at least two readable images; these have "
+                           f"fewer: {', '.join(few)}")
+
+
+def _fit(features, flipped, labels, training, validation, count, options: TrainOptions):
+    import keras
+
+    x = np.stack([features[i] for i in training] + [flipped[i] for i in training
+                                                     if i in flipped])
+    y = np.concatenate([labels[training], [labels[i] for i in training if i in flipped]])
+    keras.utils.set_random_seed(options.seed)
+    head = keras.Sequential([keras.Input((x.shape[1],)),
+                             keras.layers.Dense(count, activation="softmax",
+                                                name="camcli_classes")])
+    head.compile(optimizer=keras.optimizers.Adam(options.learning_rate),
+                 loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    callbacks, validation_data = [], None
+    if len(validation):
+        validation_data = (np.stack([features[i] for i in validation]), labels[validation])
+        callbacks.append(keras.callbacks.EarlyStopping(monitor="val_loss",
+                                                       patience=options.patience,
+                                                       restore_best_weights=True))
+    history = head.fit(x, y, batch_size=32, epochs=options.epochs, shuffle=True, verbose=0,
+                       validation_data=validation_data, callbacks=callbacks)
+    epochs = len(history.history["loss"])
+    log.info("trained the head for %d epochs on %d vectors (%d classes)", epochs, len(x),
+             count)
+    return head, epochs
+
+
+def _evaluate(head, x, y, classes: list[str], report: TrainReport) -> None:
+    from camcli.methods import rank_classes
+
+    probabilities = head.predict(x, verbose=0)
+    ranked = rank_classes(probabilities, min(5, len(classes)))
+    report.val_top1 = round(float(np.mean(ranked[:, 0] == y)), 4)
+    report.val_top5 = round(float(np.mean([t in row for t, row in zip(y, ranked,
+                                                                       strict=True)])), 4)
+    for number, name in enumerate(classes):
+        members = y == number
+        report.per_class[name] = (round(float(np.mean(ranked[members, 0] == number)), 4)
+                                  if members.any() else None)
+    confusion = Counter((classes[t], classes[p]) for t, p in zip(y, ranked[:, 0], strict=True)
+                        if t != p)
+    report.confused = [{"true": true, "predicted": predicted, "images": count}
+                       for (true, predicted), count in confusion.most_common(5)]
+
+
+def _save(explainer, head, classes: list[str], out: str) -> None:
+    """Backbone up to the target layer -> GAP -> the trained Dense, with camcli's metadata,
+    written to a temporary file in ``out``'s folder and renamed into place."""
+    import keras
+
+    from camcli.models import write_metadata
+
+    graph = explainer.graph
+    pooled = keras.layers.GlobalAveragePooling2D(name="camcli_pool")(graph.model.outputs[0])
+    dense = keras.layers.Dense(len(classes), activation="softmax", name="camcli_classes")
+    model = keras.Model(graph.model.input, dense(pooled), name="camcli_trained")
+    dense.set_weights(head.get_layer("camcli_classes").get_weights())
+    target = graph.layers[0].rsplit("/", 1)[-1]  # the model is flat now: the layer's name
+    folder = os.path.dirname(os.path.abspath(out))
+    os.makedirs(folder, exist_ok=True)
+    # Keras insists on a name ending in .keras: write it in a temporary folder beside
+    # ``out``, then rename it into place (one filesystem, so the rename is atomic).
+    scratch = tempfile.mkdtemp(dir=folder, prefix=f".camcli-{os.getpid()}-", suffix=".tmp")
+    try:
+        temporary = os.path.join(scratch, "model.keras")
+        model.save(temporary)
+        write_metadata(temporary, {"labels": classes, "preprocess": explainer.loaded.preprocess,
+                                   "target_layer": target, "backbone": explainer.loaded.name})
+        os.chmod(temporary, FILE_MODE)
+        os.replace(temporary, out)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)

@@ -1,0 +1,144 @@
+"""camcli train: a CAM head on a labelled folder tree, offline, on the CPU."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from conftest import pasted_tree, run
+
+from camcli.models import load
+
+#: Six classes named as a user would, none of them ImageNet's own spelling.
+PHOTOS = {"cat.jpg": "my_cat", "coffee.jpg": "Coffee Cup", "camera.png": "camera-rig",
+          "motorcycle.jpg": "bike", "rocket.jpg": "rocket", "astronaut.jpg": "astronaut"}
+
+
+def tree(root, per_class, seed):
+    return pasted_tree(root, per_class=per_class, seed=seed, scale=(0.35, 0.7), photos=PHOTOS,
+                       crop=0.6)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    work = tmp_path_factory.mktemp("train")
+    tree(work / "tree", per_class=8, seed=1)
+    (work / "tree" / "bike" / "broken.jpg").write_bytes(b"not an image")  # skipped, listed
+    (work / "tree" / "loose.jpg").write_bytes((work / "tree" / "rocket" / "rocket_0.jpg")
+                                              .read_bytes())  # not in a class folder
+    model = work / "model.keras"
+    result = run(["train", str(work / "tree"), "--out", str(model), "--val-split", "0.25",
+                  "--seed", "3", "-q"])
+    assert result.exit_code == 0, result.output
+    return work, model, result
+
+
+def test_the_trained_model_beats_chance_on_held_out_images(trained):
+    work, model, result = trained
+    held_out = tree(work / "held_out", per_class=4, seed=99)
+    predicted = run(["predict", str(work / "held_out"), "--model", str(model), "--format",
+                     "json"])
+    assert predicted.exit_code == 0, predicted.output
+    truth = {str(work / "held_out" / relative): relative.split("/")[0]
+             for relative, _, _ in held_out}
+    rows = json.loads(predicted.stdout)
+    right = sum(row["top"][0]["label"] == truth[row["input"]] for row in rows)
+    assert len(rows) == 24 and right >= 20, right  # chance: 4 of 24
+
+
+def test_it_reloads_with_its_labels_and_layer(trained):
+    work, model, _ = trained
+    loaded = load(str(model))
+    assert loaded.labels.names == tuple(sorted(PHOTOS.values()))
+    assert loaded.default_layer == "top_activation" and loaded.preprocess == "none"
+    import keras
+
+    plain = keras.models.load_model(model, safe_mode=True)  # no camcli needed
+    assert plain.output.shape[-1] == 6
+
+
+def test_the_report_beside_the_model(trained):
+    work, model, result = trained
+    report = json.loads((work / "model.json").read_text())
+    assert report["classes"] == sorted(PHOTOS.values())
+    # 8 readable images a class (bike's broken file is skipped), 2 held out (1 for bike
+    # when the split, made before reading, held out the broken file)
+    assert {name: sum(c.values()) for name, c in report["counts"].items()} == dict.fromkeys(
+        PHOTOS.values(), 8)
+    assert all(c["validation"] in (1, 2) for c in report["counts"].values())
+    assert 0.5 <= report["val_top1"] <= report["val_top5"] <= 1.0
+    assert set(report["per_class"]) == set(PHOTOS.values())
+    assert {s["reason"] for s in report["skipped"]} >= {"not in a class folder"}
+    assert any(s["input"].endswith("broken.jpg") for s in report["skipped"])
+    assert report["command"] == (f"camcli train {work / 'tree'} --out {model} --val-split 0.25 "
+                                 "--seed 3 -q")
+    assert f"validation: top-1 {report['val_top1']:.1%}" in result.stdout
+
+
+def test_cam_on_the_trained_model_points_at_the_object(trained):
+    work, model, _ = trained
+    held_out = tree(work / "pointing", per_class=3, seed=7)
+    truth = work / "truth.csv"
+    truth.write_text("input,class,x0,y0,x1,y1\n" + "".join(
+        f"{relative},{relative.split('/')[0]},{x0},{y0},{x1},{y1}\n"
+        for relative, _, (x0, y0, x1, y1) in held_out))
+    out = work / "heatmaps"
+    explained = run(["batch", str(work / "pointing"), "--out", str(out), "--model", str(model),
+                     "--method", "cam", "--class-from", "folder", "-q"])
+    assert explained.exit_code == 0, explained.output
+    scored = run(["score", str(out), "--truth", str(truth), "--format", "json",
+                  "--min-pointing", "0.8"])
+    assert scored.exit_code == 0, scored.output
+    assert json.loads(scored.stdout)["overall"]["pairs"] == 18
+
+
+def test_the_same_seed_gives_the_same_weights(trained, tmp_path):
+    work, model, _ = trained
+    again = tmp_path / "again.keras"
+    result = run(["train", str(work / "tree"), "--out", str(again), "--val-split", "0.25",
+                  "--seed", "3", "-q"])
+    assert result.exit_code == 0
+    first, second = load(str(model)).model, load(str(again)).model
+    for a, b in zip(first.get_weights(), second.get_weights(), strict=True):
+        assert np.array_equal(a, b)
+
+
+def test_bad_trees_and_outputs_are_refused(trained, tmp_path):
+    work, model, _ = trained
+    one = tmp_path / "one"
+    pasted_tree(one, per_class=2, photos={"cat.jpg": "cat"})
+    refused = run(["train", str(one), "--out", str(tmp_path / "m.keras")])
+    assert refused.exit_code == 2
+    assert refused.stderr.strip().splitlines()[-1] == (
+        f"Error: {one} has 1 class folder(s) with images: training needs at least two (one "
+        "sub-folder per class)")
+    few = tmp_path / "few"
+    pasted_tree(few, per_class=2, photos={"cat.jpg": "cat", "coffee.jpg": "cup"})
+    (few / "cup" / "coffee_1.jpg").unlink()
+    refused = run(["train", str(few), "--out", str(tmp_path / "m.keras")])
+    assert refused.exit_code == 2
+    assert refused.stderr.strip().splitlines()[-1] == (
+        "Error: every class needs at least two images; these have fewer: cup (1)")
+    exists = run(["train", str(work / "tree"), "--out", str(model)])
+    assert exists.exit_code == 2
+    assert exists.stderr.strip().splitlines()[-1] == (
+        f"Error: {model} exists: pass --overwrite to replace it")
+    suffix = run(["train", str(work / "tree"), "--out", str(tmp_path / "m.h5")])
+    assert suffix.exit_code == 2 and "--out must end with .keras" in suffix.stderr
+
+
+def test_an_interrupted_save_leaves_no_model(trained, tmp_path, monkeypatch):
+    import camcli.models
+
+    work, _, _ = trained
+
+    def interrupted(path, meta):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(camcli.models, "write_metadata", interrupted)
+    out = tmp_path / "models" / "m.keras"
+    result = run(["train", str(work / "tree"), "--out", str(out), "-q"])
+    assert result.exit_code == 1 and "Aborted!" in result.output  # click's Ctrl-C
+    assert not out.exists()
+    assert not [p for p in (tmp_path / "models").iterdir()]  # no temporary left either
