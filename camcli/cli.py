@@ -315,7 +315,9 @@ def main():
       camcli predict photo.jpg
       camcli cam photo.jpg
       camcli gradcam --layer block5_conv3 --model vgg16 photo.png
-      camcli batch ./Caltech101 --out heatmaps
+      camcli batch ./Caltech101 --out heatmaps --class-from folder --boxes
+      camcli score heatmaps --truth boxes.csv --min-pointing 0.8
+      camcli train ./my_classes --out mine.keras
     """
 
 
