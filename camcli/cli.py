@@ -232,6 +232,12 @@ def class_options(command):
     ])
 
 
+def drawing_options(command):
+    """Everything the commands that draw share (``cam``, ``gradcam``, ``explain``,
+    ``batch``): class, model, target and render options, in that order."""
+    return class_options(model_options(target_options(render_options(command))))
+
+
 def single_image_options(command):
     """-o/--output, --out: where ``cam``, ``gradcam`` and ``explain`` write."""
     return _stack(command, [
@@ -376,10 +382,7 @@ def _print_table_row(row: dict) -> None:
 
 @main.command(short_help="CAM overlays (Zhou et al. 2016), one per image.")
 @single_image_options
-@class_options
-@model_options
-@target_options
-@render_options
+@drawing_options
 @translate_errors
 def cam(images, output, out_dir, batch_size, **options):
     """CAM overlays (Zhou et al. 2016) for one or more images.
@@ -393,10 +396,7 @@ def cam(images, output, out_dir, batch_size, **options):
 
 @main.command(short_help="Grad-CAM overlays (Selvaraju et al. 2017), one per image.")
 @single_image_options
-@class_options
-@model_options
-@target_options
-@render_options
+@drawing_options
 @translate_errors
 def gradcam(images, output, out_dir, batch_size, **options):
     """Grad-CAM overlays (Selvaraju et al. 2017) for one or more images.
@@ -411,10 +411,7 @@ def gradcam(images, output, out_dir, batch_size, **options):
 @main.command(short_help="Overlays by any CAM method, one per image.")
 @single_image_options
 @method_options
-@class_options
-@model_options
-@target_options
-@render_options
+@drawing_options
 @translate_errors
 def explain(images, output, out_dir, method, batch_size, **options):
     """Overlays by any method (--method) for one or more images.
@@ -663,10 +660,7 @@ def methods():
               help="ray: GPUs each actor reserves; 0.25 puts four actors on a GPU. "
                    "[default: 1 on a cluster with GPUs, else 0]")
 @method_options
-@class_options
-@model_options
-@target_options
-@render_options
+@drawing_options
 @click.pass_context
 @translate_errors
 def batch(ctx, inputs, method, metrics, metric_steps, make_report, engine, **options):

@@ -152,10 +152,7 @@ class Explainer:
         rows = np.flatnonzero(asked >= 0)
         if not len(rows):
             return
-        if self.method.class_specific:
-            extra = self.method(batch[rows], asked[rows]).maps
-        else:
-            extra = explanation.maps[rows]  # e.g. EigenCAM: the same map for any class
+        extra = self._maps_of(batch[rows], asked[rows], explanation.maps[rows])
         for number, row in enumerate(rows):
             maps[row].append(ExplainedMap(int(asked[row]), extra[number]))
 
@@ -188,12 +185,16 @@ class Explainer:
         # Rank 1 is the map already computed: the method chose the top class by the same rule.
         per_rank = [explanation.maps]
         for rank in range(1, ranked.shape[1]):
-            if not self.method.class_specific:
-                per_rank.append(explanation.maps)  # e.g. EigenCAM: the same map for any class
-            else:
-                per_rank.append(self.method(batch, ranked[:, rank]).maps)
+            per_rank.append(self._maps_of(batch, ranked[:, rank], explanation.maps))
         return [[ExplainedMap(int(ranked[row, rank]), per_rank[rank][row], rank + 1)
                  for rank in range(ranked.shape[1])] for row in range(len(batch))]
+
+    def _maps_of(self, batch: np.ndarray, classes: np.ndarray, computed: np.ndarray):
+        """The maps of ``classes``: a pass of the method, or the ``computed`` ones for a
+        method whose map does not depend on the class (EigenCAM)."""
+        if not self.method.class_specific:
+            return computed
+        return self.method(batch, classes).maps
 
 
 def _check(request: ExplainRequest) -> None:
