@@ -17,10 +17,8 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import difflib
 import json
 import os
-import re
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -276,7 +274,5 @@ class ClassAssigner:
                 "those inputs an error record and go on")
 
     def _closest(self, name: str) -> str:
-        normal = re.sub(r"[\s_\-]+", " ", name.strip().lower())
-        names = {re.sub(r"[\s_\-]+", " ", label.lower()): label for label in self.labels.names}
-        close = difflib.get_close_matches(normal, list(names), n=3, cutoff=0.75)
-        return f"; closest: {', '.join(names[c] for c in close)}" if close else ""
+        close = self.labels.closest(name)
+        return f"; closest: {', '.join(close)}" if close else ""

@@ -69,6 +69,17 @@ class Labels:
                          "or a name from the model's labels")
 
 
+    def closest(self, name: str, count: int = 3, cutoff: float = 0.75) -> list[str]:
+        """Up to ``count`` names most like ``name`` (compared as `resolve` compares), for
+        an error message; ``cutoff`` is difflib's similarity floor."""
+        import difflib
+
+        names = {_normalise(label): label for label in self.names}
+        close = difflib.get_close_matches(_normalise(name), list(names), n=count,
+                                          cutoff=cutoff)
+        return [names[c] for c in close]
+
+
 def _normalise(name: str) -> str:
     return re.sub(r"[\s_\-]+", " ", name.strip().lower())
 

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from camcli.localise import upsample
 from camcli.options import DEFAULT_METRIC_STEPS
 
 GREY = 128.0
@@ -59,11 +60,8 @@ def auc(probabilities: np.ndarray) -> np.ndarray:
     return (probabilities.sum(axis=1) - (probabilities[:, 0] + probabilities[:, -1]) / 2) / steps
 
 
-def saliency_order(heatmap: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Pixel indices of the upsampled map, most salient first (stable on ties)."""
-    height, width = size
-    upsampled = cv2.resize(heatmap.astype(np.float32), (width, height),
-                           interpolation=cv2.INTER_LINEAR)
+def saliency_order(upsampled: np.ndarray) -> np.ndarray:
+    """Pixel indices of the (upsampled) map, most salient first (stable on ties)."""
     return np.argsort(-upsampled.ravel(), kind="stable")
 
 
@@ -76,7 +74,8 @@ def perturbations(image: np.ndarray, heatmap: np.ndarray, steps: int) -> np.ndar
     """The ``2 * (steps + 1) + 1`` images one photo needs: deletion steps, insertion steps,
     then the image multiplied by its map. ``image``: (h, w, 3) float32 RGB in [0, 255]."""
     height, width = image.shape[:2]
-    order = saliency_order(heatmap, (height, width))
+    upsampled = upsample(heatmap, width, height)  # as the overlays draw it
+    order = saliency_order(upsampled)
     pixels = height * width
     flat = image.reshape(pixels, 3)
     grey = np.full_like(flat, GREY)
@@ -90,9 +89,7 @@ def perturbations(image: np.ndarray, heatmap: np.ndarray, steps: int) -> np.ndar
         inserted = soft.copy()
         inserted[chosen] = flat[chosen]
         out[steps + 1 + s] = inserted.reshape(height, width, 3)
-    mask = cv2.resize(heatmap.astype(np.float32), (width, height),
-                      interpolation=cv2.INTER_LINEAR)
-    out[-1] = image * np.clip(mask, 0.0, 1.0)[:, :, None]
+    out[-1] = image * np.clip(upsampled, 0.0, 1.0)[:, :, None]
     return out
 
 

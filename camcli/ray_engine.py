@@ -113,7 +113,7 @@ class RayEngine:
         with self._connected(), self._data_context():
             pool = self._pool()
             for wave in _chunks(jobs, self.ray_options.wave):
-                pending = {os.path.abspath(job.item.path): job for job in wave}
+                pending = {job.key: job for job in wave}
                 with contextlib.closing(self._results(list(pending.values()), pool)) as rows:
                     for row in rows:
                         books.record(_finished(pending.pop(row["path"]), row,
@@ -127,7 +127,7 @@ class RayEngine:
 
     def _results(self, wave: list[Job], pool: dict) -> Iterator[dict]:
         ray = self.ray
-        rows = [{"path": os.path.abspath(job.item.path), "relative": job.item.relative,
+        rows = [{"path": job.key, "relative": job.item.relative,
                  "requested_class": -1 if job.requested_class is None else job.requested_class,
                  "problem": job.problem or "", "output": os.path.abspath(job.output),
                  "map_path": os.path.abspath(job.map_path) if job.map_path else ""}

@@ -12,6 +12,8 @@ import io
 import cv2
 import numpy as np
 
+from camcli.localise import draw_box, upsample
+
 #: OpenCV colour maps by lower-case name (jet, turbo, viridis, inferno, ...).
 COLORMAPS: dict[str, int] = {
     name[len("COLORMAP_"):].lower(): getattr(cv2, name)
@@ -22,7 +24,7 @@ COLORMAPS: dict[str, int] = {
 
 def colorize(heatmap: np.ndarray, size: tuple[int, int], colormap: str) -> np.ndarray:
     """Resize a [0, 1] map to ``size`` = (width, height) and colour it; returns BGR uint8."""
-    resized = cv2.resize(heatmap.astype(np.float32), size, interpolation=cv2.INTER_LINEAR)
+    resized = upsample(heatmap, *size)
     levels = np.clip(np.rint(resized * 255.0), 0, 255).astype(np.uint8)
     return cv2.applyColorMap(levels, COLORMAPS[colormap])
 
@@ -63,8 +65,6 @@ def panel(rgb: np.ndarray, heatmap: np.ndarray, caption: str, alpha: float, colo
     coloured = colorize(heatmap, (width, height), colormap)
     blended = cv2.addWeighted(coloured, float(alpha), photo, 1.0 - float(alpha), 0.0)
     if box is not None:
-        from camcli.localise import draw_box
-
         draw_box(blended, box)
     panes = np.hstack([photo, coloured, blended])
     font_size = max(12, min(48, 3 * width // 40))

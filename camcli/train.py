@@ -88,10 +88,7 @@ def classes_of(tree: str, patterns=None) -> tuple[list[str], dict[str, list[Inpu
     if len(classes) < 2:
         raise UsageProblem(f"{tree} has {len(classes)} class folder(s) with images: training "
                            "needs at least two (one sub-folder per class)")
-    few = [f"{name} ({len(images[name])})" for name in classes if len(images[name]) < 2]
-    if few:
-        raise UsageProblem(f"every class needs at least two images; these have fewer: "
-                           f"{', '.join(few)}")
+    _require_two({name: len(images[name]) for name in classes}, "images")
     return classes, images, outside
 
 
@@ -147,7 +144,9 @@ def train(tree: str, model: ModelRequest, options: TrainOptions, reporter=None,
                                   for i in outside])
     features, flipped = _features(explainer, items, set(training), options, report, reporter)
     kept = np.array([i for i in range(len(items)) if i in features])
-    _check_counts(kept, labels, classes)
+    counts = Counter(labels[kept].tolist())
+    _require_two({name: counts.get(number, 0) for number, name in enumerate(classes)},
+                 "readable images")
     training = np.intersect1d(training, kept)
     validation = np.intersect1d(validation, kept)
     for subset, name in ((training, "train"), (validation, "validation")):
@@ -212,13 +211,13 @@ def _features(explainer, items, training: set, options: TrainOptions, report, re
     return features, flipped
 
 
-def _check_counts(kept: np.ndarray, labels: np.ndarray, classes: list[str]) -> None:
-    counts = Counter(labels[kept].tolist())
-    few = [f"{name} ({counts.get(number, 0)})" for number, name in enumerate(classes)
-           if counts.get(number, 0) < 2]
+def _require_two(counts: dict[str, int], what: str) -> None:
+    """Refuse classes with fewer than two ``what`` (a split needs one to train on and one
+    to hold out)."""
+    few = [f"{name} ({count})" for name, count in counts.items() if count < 2]
     if few:
-        raise UsageProblem("every class needs at least two readable images; these have "
-                           f"fewer: {', '.join(few)}")
+        raise UsageProblem(f"every class needs at least two {what}; these have fewer: "
+                           f"{', '.join(few)}")
 
 
 def _fit(features, flipped, labels, training, validation, count, options: TrainOptions):
