@@ -34,6 +34,26 @@ from camcli.pipeline import Explainer, explain_stream  # noqa: E402
 THRESHOLDS = (0.1, 0.2, 0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6, 0.7)
 
 
+def pasted_maps(loaded, request: ExplainRequest, root: Path, truth: dict):
+    """``(upsampled map, pointing hit, true box)`` per pasted photo under ``root``, each
+    explained for its folder's class (``request`` has ``class_from="folder"``)."""
+    explainer = Explainer(loaded, request)
+    explainer.classes.check(discover([str(root)]))
+    for result in explain_stream(explainer.classes.assign(discover([str(root)])), explainer):
+        height, width = result.image.shape[:2]
+        upsampled = localise.upsample(result.maps[0].heatmap, width, height)
+        true_box = truth[result.item.path]
+        peak = localise.peak(upsampled)  # None for an all-zero map: a miss
+        hit = peak is not None and localise.distance_to_box(peak, true_box) <= 15
+        yield upsampled, hit, true_box
+
+
+def box_iou(upsampled, threshold: float, true_box) -> float:
+    """IoU of the map's box with the true one (0 for a map with no box)."""
+    found = localise.box(upsampled, threshold)
+    return 0.0 if found is None else localise.iou(found, true_box)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--per-class", type=int, default=15)
@@ -52,19 +72,13 @@ def main() -> None:
               "pointing game |")
         print("| --- | ---: | ---: | ---: | ---: |")
         for method in args.methods.split(","):
-            explainer = Explainer(loaded, ExplainRequest(method=method, class_from="folder"))
-            explainer.classes.check(discover([str(root)]))
             scores = {t: [] for t in THRESHOLDS}
             hits = []
-            for result in explain_stream(explainer.classes.assign(discover([str(root)])),
-                                         explainer):
-                height, width = result.image.shape[:2]
-                upsampled = localise.upsample(result.maps[0].heatmap, width, height)
-                true_box = truth[result.item.path]
-                hits.append(localise.distance_to_box(localise.peak(upsampled), true_box) <= 15)
+            request = ExplainRequest(method=method, class_from="folder")
+            for upsampled, hit, true_box in pasted_maps(loaded, request, root, truth):
+                hits.append(hit)
                 for threshold in THRESHOLDS:
-                    scores[threshold].append(
-                        localise.iou(localise.box(upsampled, threshold), true_box))
+                    scores[threshold].append(box_iou(upsampled, threshold, true_box))
             for threshold, ious in scores.items():
                 ious = np.array(ious)
                 print(f"| {method} | {threshold:g} | {np.mean(ious >= 0.5):.1%} | "

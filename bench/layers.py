@@ -25,31 +25,25 @@ sys.path.insert(0, str(REPO / "tests"))
 
 import numpy as np  # noqa: E402
 from batch import machine, make_photos  # noqa: E402
+from boxes import box_iou, pasted_maps  # noqa: E402
 from methods import throughput  # noqa: E402
 from pasted import pasted_tree  # noqa: E402
 
-from camcli import localise  # noqa: E402
 from camcli.images import load_rgb, resize_for_model  # noqa: E402
-from camcli.inputs import discover  # noqa: E402
 from camcli.models import load  # noqa: E402
 from camcli.models.preprocess import preprocess  # noqa: E402
 from camcli.options import DEFAULT_BOX_THRESHOLD, ExplainRequest  # noqa: E402
-from camcli.pipeline import Explainer, explain_stream  # noqa: E402
+from camcli.pipeline import Explainer  # noqa: E402
 
 LAYER_SETS = [("top_activation",), ("top_activation", "block10_add"),
               ("top_activation", "block10_add", "block4_add")]
 
 
 def localisation(loaded, request: ExplainRequest, root: Path, truth: dict) -> tuple:
-    explainer = Explainer(loaded, request)
-    explainer.classes.check(discover([str(root)]))
     hits, located = [], []
-    for result in explain_stream(explainer.classes.assign(discover([str(root)])), explainer):
-        height, width = result.image.shape[:2]
-        upsampled = localise.upsample(result.maps[0].heatmap, width, height)
-        box = truth[result.item.path]
-        hits.append(localise.distance_to_box(localise.peak(upsampled), box) <= 15)
-        located.append(localise.iou(localise.box(upsampled, DEFAULT_BOX_THRESHOLD), box) >= 0.5)
+    for upsampled, hit, box in pasted_maps(loaded, request, root, truth):
+        hits.append(hit)
+        located.append(box_iou(upsampled, DEFAULT_BOX_THRESHOLD, box) >= 0.5)
     return np.mean(hits), np.mean(located)
 
 
