@@ -65,27 +65,27 @@ def machine() -> str:
     return f"{cpu}, {os.cpu_count()} CPUs, Python {platform.python_version()}"
 
 
-def ceiling(explainer, batch_size: int, repeats: int = 3) -> float:
+def ceiling(session, batch_size: int, repeats: int = 3) -> float:
     from camcli.methods import Predictor
     from camcli.models.preprocess import preprocess
 
-    loaded = explainer.loaded
+    loaded = session.loaded
     rng = np.random.default_rng(1)
     raw = rng.uniform(0, 255, (batch_size * 4, *loaded.input_size, 3)).astype(np.float32)
     batches = [preprocess(loaded.preprocess, raw[i:i + batch_size])
                for i in range(0, len(raw), batch_size)]
-    return throughput(Predictor(explainer.graph), batches, repeats)
+    return throughput(Predictor(session.explainer.graph), batches, repeats)
 
 
-def end_to_end(explainer, photos: Path, out: Path, batch_size: int, workers: int) -> float:
+def end_to_end(session, photos: Path, out: Path, batch_size: int, workers: int) -> float:
     from camcli.batch import run_batch
     from camcli.options import BatchOptions
 
     shutil.rmtree(out, ignore_errors=True)
-    warm = np.zeros((1, *explainer.loaded.input_size, 3), np.float32)
-    explainer(warm)  # trace once, as a long run would have
+    warm = np.zeros((1, *session.loaded.input_size, 3), np.float32)
+    session.explainer(warm, session.plan.targets([None]))  # trace once, as a long run would
     started = time.perf_counter()
-    summary = run_batch([str(photos)], explainer,
+    summary = run_batch([str(photos)], session,
                         BatchOptions(out_dir=str(out), batch_size=batch_size, workers=workers))
     seconds = time.perf_counter() - started
     assert summary.failed == 0 and summary.written == summary.total
@@ -125,7 +125,7 @@ def speed(args) -> None:
     from camcli.backend import select_device
     from camcli.models import load
     from camcli.options import ExplainRequest
-    from camcli.pipeline import Explainer
+    from camcli.session import Session
 
     select_device("auto")
     work = Path(tempfile.mkdtemp(prefix="camcli-bench-"))
@@ -141,14 +141,14 @@ def speed(args) -> None:
         for name in args.models.split(","):
             weights = "imagenet" if name == "efficientnet-lite0" else "none"
             loaded = load(name, weights=weights)
-            top = ceiling(Explainer(loaded, ExplainRequest(method=None)), args.batch_size)
+            top = ceiling(Session.create(loaded, ExplainRequest(method=None)), args.batch_size)
             rates = {}
             for method in ("cam", "gradcam"):
-                explainer = Explainer(loaded, ExplainRequest(method=method))
-                rates[method] = end_to_end(explainer, photos, work / f"out-{name}-{method}",
+                session = Session.create(loaded, ExplainRequest(method=method))
+                rates[method] = end_to_end(session, photos, work / f"out-{name}-{method}",
                                            args.batch_size, args.workers)
             naive = naive_loop(loaded, photos, work / f"naive-{name}", args.naive_images,
-                               Explainer(loaded, ExplainRequest(method="cam")).layer)
+                               Session.create(loaded, ExplainRequest(method="cam")).explainer.layer)
             print(f"| {name} | {top:.1f} | {rates['cam']:.1f} | {rates['cam'] / top:.2f} | "
                   f"{rates['gradcam']:.1f} | {rates['gradcam'] / top:.2f} | {naive:.2f} | "
                   f"{rates['cam'] / naive:.1f}x |", flush=True)

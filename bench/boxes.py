@@ -29,7 +29,7 @@ from camcli import localise  # noqa: E402
 from camcli.inputs import discover  # noqa: E402
 from camcli.models import load  # noqa: E402
 from camcli.options import ExplainRequest  # noqa: E402
-from camcli.pipeline import Explainer, explain_stream  # noqa: E402
+from camcli.session import Session  # noqa: E402
 
 THRESHOLDS = (0.1, 0.2, 0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6, 0.7)
 
@@ -37,12 +37,12 @@ THRESHOLDS = (0.1, 0.2, 0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6, 0.7)
 def pasted_maps(loaded, request: ExplainRequest, root: Path, truth: dict):
     """``(upsampled map, pointing hit, true box)`` per pasted photo under ``root``, each
     explained for its folder's class (``request`` has ``class_from="folder"``)."""
-    explainer = Explainer(loaded, request)
-    explainer.classes.check(discover([str(root)]))
-    for result in explain_stream(explainer.classes.assign(discover([str(root)])), explainer):
+    session = Session.create(loaded, request)
+    session.assigner.check(discover([str(root)]))
+    for result in session.stream(session.assigner.assign(discover([str(root)]))):
         height, width = result.image.shape[:2]
         upsampled = localise.upsample(result.maps[0].heatmap, width, height)
-        true_box = truth[result.item.path]
+        true_box = truth[result.input.path]
         peak = localise.peak(upsampled)  # None for an all-zero map: a miss
         hit = peak is not None and localise.distance_to_box(peak, true_box) <= 15
         yield upsampled, hit, true_box

@@ -29,11 +29,11 @@ from boxes import box_iou, pasted_maps  # noqa: E402
 from methods import throughput  # noqa: E402
 from pasted import pasted_tree  # noqa: E402
 
+from camcli.explainer import build_explainer  # noqa: E402
 from camcli.images import load_rgb, resize_for_model  # noqa: E402
 from camcli.models import load  # noqa: E402
 from camcli.models.preprocess import preprocess  # noqa: E402
 from camcli.options import DEFAULT_BOX_THRESHOLD, ExplainRequest  # noqa: E402
-from camcli.pipeline import Explainer  # noqa: E402
 
 LAYER_SETS = [("top_activation",), ("top_activation", "block10_add"),
               ("top_activation", "block10_add", "block4_add")]
@@ -76,7 +76,7 @@ def main() -> None:
             single = None
             for layers in LAYER_SETS:
                 request = ExplainRequest(method=method, layers=layers)
-                explainer = Explainer(loaded, request)
+                explainer = build_explainer(loaded, request)
                 grid = explainer.method(batches[0][:1]).maps.shape[1:]
                 speed = throughput(explainer.method, batches, repeats=2)
                 single = single or speed

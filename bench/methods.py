@@ -18,11 +18,11 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import numpy as np  # noqa: E402
 
+from camcli.explainer import build_explainer  # noqa: E402
 from camcli.methods import METHODS, Predictor  # noqa: E402
 from camcli.models import load  # noqa: E402
 from camcli.models.preprocess import preprocess  # noqa: E402
 from camcli.options import ExplainRequest  # noqa: E402
-from camcli.pipeline import Explainer  # noqa: E402
 
 
 def throughput(step, batches, repeats: int) -> float:
@@ -55,7 +55,7 @@ def main() -> None:
     batches = [preprocess(loaded.preprocess, images[i:i + args.batch_size])
                for i in range(0, args.images, args.batch_size)]
 
-    explainer = Explainer(loaded, ExplainRequest(method=None))
+    explainer = build_explainer(loaded, ExplainRequest(method=None))
     forward = throughput(Predictor(explainer.graph), batches, args.repeats)
     print(f"camcli method benchmark — model {loaded.name}, {args.images} images of "
           f"{loaded.input_size[1]}x{loaded.input_size[0]}, batch {args.batch_size}, "

@@ -23,21 +23,23 @@ import numpy as np  # noqa: E402
 from batch import machine, make_photos  # noqa: E402
 from methods import throughput  # noqa: E402
 
-from camcli.backend import apply_precision, cpu_has_fast_bf16  # noqa: E402
+from camcli.backend import cpu_has_fast_bf16  # noqa: E402
+from camcli.explainer import build_explainer  # noqa: E402
 from camcli.images import load_rgb, resize_for_model  # noqa: E402
+from camcli.methods import TOP1  # noqa: E402
 from camcli.models import load  # noqa: E402
 from camcli.models.preprocess import preprocess  # noqa: E402
 from camcli.options import ExplainRequest  # noqa: E402
-from camcli.pipeline import Explainer  # noqa: E402
+from camcli.targets import Targets  # noqa: E402
 
 
 def explain(model: str, precision: str, batches: list[np.ndarray]):
-    loaded = load(model)
-    apply_precision(loaded.model, precision)
-    explainer = Explainer(loaded, ExplainRequest(method="gradcam"))
-    results = [explainer(batch) for batch in batches]
-    probabilities = np.concatenate([p for p, _ in results])
-    maps = np.stack([m[0].heatmap for _, per_image in results for m in per_image])
+    loaded = load(model, precision=precision)
+    explainer = build_explainer(loaded, ExplainRequest(method="gradcam"))
+    results = [explainer(batch, Targets(np.full(len(batch), TOP1, np.int32)))
+               for batch in batches]
+    probabilities = np.concatenate([r.probabilities for r in results])
+    maps = np.stack([m[0].heatmap for r in results for m in r.maps])
     inputs = [preprocess(loaded.preprocess, batch) for batch in batches]
     return probabilities, maps, throughput(explainer.method, inputs, repeats=2)
 

@@ -61,7 +61,7 @@ def main() -> None:
         print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
         for name, extra in (("plain", []), ("--augment", ["--augment"])):
             model = work / f"{name.strip('-')}.keras"
-            seconds, _ = camcli("train", str(work / "tree"), "--out", str(model), "-q",
+            seconds, _ = camcli("train", str(work / "tree"), "-o", str(model), "-q",
                                 *extra)
             report = json.loads(model.with_suffix(".json").read_text())
             out = work / f"heatmaps-{name.strip('-')}"

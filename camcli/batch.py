@@ -5,15 +5,17 @@ A run is plan -> execute -> record:
 * `plan` decides, input by input, what to do: a `Job` with its output names, marked
   ``done`` when the manifest already answers the same request with its files on disk. It
   reads nothing but what it is given.
-* `Executor` does the jobs: decoding ahead of the model in threads, one forward pass per
-  batch, drawing and writing the pictures behind it in threads (`camcli.outputs`), and
-  makes each job's records. The same code serves any engine that schedules it.
-* `Books` keeps the books: it appends each job's records to the manifest in one write,
-  only after its files are renamed into place, counts, and drives the progress hooks.
+* `Executor` does the jobs: it hands each job's input to the pipeline (decoding ahead of
+  the model in threads, one forward pass per batch), joins the results back to the jobs,
+  draws and writes the pictures behind it in threads (`camcli.outputs`), and makes each
+  job's records, with the `Request` they answer (`request_of`). The same code serves any
+  engine that schedules it.
+* `Recorder` appends each job's records to the manifest in one write, only after its
+  files are renamed into place, counts, and drives the progress hooks.
 
 `run_batch` wires the three. An engine runs the jobs: `LocalEngine` in this process, or
 `camcli.ray_engine.RayEngine` on a Ray cluster, which runs the same `Executor` in its
-actors and hands their records back to the same `Books`. Re-running the same command
+actors and hands their records back to the same `Recorder`. Re-running the same command
 appends nothing for what is done.
 """
 
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import hashlib
 import logging
 import os
@@ -33,6 +36,7 @@ from dataclasses import dataclass, field
 
 from camcli import outputs
 from camcli.atomic import remove_stale_temporaries
+from camcli.classes import with_classes
 from camcli.errors import OutputError
 from camcli.inputs import InputItem, check_inputs, discover
 from camcli.manifest import (
@@ -46,12 +50,10 @@ from camcli.manifest import (
 )
 from camcli.metrics import RunningMeans
 from camcli.options import BatchOptions
-from camcli.pipeline import Explainer, ImageResult, explain_stream
+from camcli.pipeline import ImageResult
+from camcli.session import Session
 
 log = logging.getLogger("camcli")
-
-#: Write errors that are about the output location, not the input: they stop the run.
-FATAL_WRITE_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS}
 
 
 @dataclass
@@ -59,12 +61,10 @@ class Job:
     """One input on its way through a run.
 
     Attributes:
-        item: the input.
+        item: the input (with the class asked of it, or why it cannot be done).
         output: its picture's path (ranked pictures are named beside it).
         map_path: its ``.npy`` path, or None.
         done: the manifest already answers it (nothing to do).
-        result: what the pipeline found (dropped once the records are made).
-        pictures: the pictures to write (likewise).
         records: its manifest records, once finished.
         error: why it failed (decoding, drawing or writing).
         fatal: a write error about the output location (disk full): left unrecorded.
@@ -75,29 +75,40 @@ class Job:
     output: str
     map_path: str | None = None
     done: bool = False
-    result: ImageResult | None = None
-    pictures: list[outputs.Picture] = field(default_factory=list)
     records: list[Record] = field(default_factory=list)
     error: str | None = None
     fatal: OSError | None = None
     recorded: bool = False
 
     @property
-    def path(self) -> str:
-        return self.item.path
-
-    @property
-    def requested_class(self) -> int | None:
-        return self.item.requested_class
-
-    @property
-    def problem(self) -> str | None:
-        return self.item.problem
-
-    @property
     def key(self) -> str:
         """The input as records name it: its absolute path."""
         return os.path.abspath(self.item.path)
+
+    def to_row(self) -> dict:
+        """The job as a row of plain values (for an engine that ships jobs elsewhere, as
+        Ray Data does): paths absolute, None kept as None, the outcome included."""
+        fatal = self.fatal
+        return {"path": self.key, "relative": self.item.relative,
+                "requested_class": self.item.requested_class, "problem": self.item.problem,
+                "output": os.path.abspath(self.output),
+                "map_path": os.path.abspath(self.map_path) if self.map_path else None,
+                "records": [record.to_json() for record in self.records],
+                "error": self.error,
+                "fatal_errno": None if fatal is None else fatal.errno,
+                "fatal_reason": None if fatal is None else (fatal.strerror or str(fatal))}
+
+    @classmethod
+    def from_row(cls, row: dict, out_dir: str) -> Job:
+        """The job a `to_row` row describes (records read as the manifest in ``out_dir``
+        reads them)."""
+        item = InputItem(row["path"], row["relative"], row["requested_class"], row["problem"])
+        job = cls(item, row["output"], row["map_path"], error=row["error"])
+        job.records = [record for record in (Record.from_json(line, out_dir)
+                                             for line in row["records"]) if record is not None]
+        if row["fatal_reason"] is not None:
+            job.fatal = OSError(row["fatal_errno"] or errno.EIO, row["fatal_reason"])
+        return job
 
 
 @dataclass
@@ -128,8 +139,9 @@ class Reporter:
     def start(self, total: int) -> None:
         """Called once, with the number of inputs found."""
 
-    def advance(self, job: Job | None) -> None:
-        """Called per input: the finished job, or None for an input already done."""
+    def advance(self, path: str | None = None, error: str | None = None) -> None:
+        """Called per input: the input finished (with its error, if it failed), or no
+        path for an input already done."""
 
     def close(self) -> None:
         """Called once at the end."""
@@ -182,7 +194,7 @@ def _answers(group: Group, job: Job, request: Request, top_k_maps: int | None, o
     output = relative_to(job.output, out_dir)
     wanted_map = relative_to(job.map_path, out_dir) if job.map_path else None
     if top_k_maps is None:
-        files = [group.maps.get(None)]
+        files = [group.by_rank.get(None)]
         if files[0] != (output, wanted_map):
             return False
     else:
@@ -191,9 +203,9 @@ def _answers(group: Group, job: Job, request: Request, top_k_maps: int | None, o
         slots = {rank: f"{stem}.{rank}-" for rank in range(1, top_k_maps + 1)}
         if request.requested_class is not None:
             slots[None] = f"{stem}.{outputs.ASKED}-"
-        if any(slot not in group.maps for slot in slots):
+        if any(slot not in group.by_rank for slot in slots):
             return False
-        files = [group.maps[slot] for slot in slots]
+        files = [group.by_rank[slot] for slot in slots]
         for prefix, (recorded, recorded_map) in zip(slots.values(), files, strict=True):
             if not recorded.startswith(prefix) or (recorded_map is None) != (wanted_map is None):
                 return False
@@ -213,11 +225,12 @@ class Executor:
 
     `run` yields the jobs finished, in input order: each with its records made, or its
     ``error`` (an error record) or ``fatal`` (no record) set. Jobs still being written when
-    the consumer stops come out of `drain`.
+    the consumer stops come out of `drain`. The pipeline sees only each job's input; its
+    results are joined back to the jobs here, by their order.
     """
 
-    def __init__(self, explainer: Explainer, options: BatchOptions):
-        self.explainer = explainer
+    def __init__(self, session: Session, options: BatchOptions):
+        self.session = session
         self.options = options
         self._writers = ThreadPoolExecutor(max_workers=max(1, options.workers),
                                            thread_name_prefix="write")
@@ -227,14 +240,22 @@ class Executor:
             ) -> Iterator[Job]:
         """Do ``jobs``; after each image, stop taking new ones once ``stop_requested()``."""
         capacity = 2 * self.options.batch_size
-        stream = explain_stream(jobs, self.explainer, self.options.batch_size,
-                                self.options.workers)
+        fed: deque[Job] = deque()  # given to the pipeline, whose result has not come back
+
+        def inputs() -> Iterator[InputItem]:
+            for job in jobs:
+                fed.append(job)
+                yield job.item
+
+        stream = self.session.stream(inputs(), self.options.batch_size, self.options.workers)
         try:
             for result in stream:
-                job = result.item
-                job.result = result
-                self._pending.append((job, self._submit(job)))
-                yield from self._finished(wait=len(self._pending) > capacity)
+                job = fed.popleft()  # the pipeline keeps the inputs' order
+                if result.input is not job.item:
+                    raise RuntimeError(f"the pipeline's result for {result.input.path} came "
+                                       f"back in the place of {job.item.path}")
+                self._pending.append((job, self._submit(job, result)))
+                yield from self._hand_out(wait=len(self._pending) > capacity)
                 if stop_requested():
                     break
         finally:
@@ -242,12 +263,12 @@ class Executor:
 
     def drain(self) -> Iterator[Job]:
         """The jobs still in flight, once written, in order."""
-        yield from self._finished(wait=True)
+        yield from self._hand_out(wait=True)
 
     def close(self) -> None:
         self._writers.shutdown(wait=True)
 
-    def _finished(self, wait: bool) -> Iterator[Job]:
+    def _hand_out(self, wait: bool) -> Iterator[Job]:
         # A job leaves the queue only after the consumer has taken it: if an interrupt
         # lands while the consumer records it, `drain` hands it out again.
         while self._pending:
@@ -259,60 +280,54 @@ class Executor:
             yield job
             self._pending.popleft()
 
-    def _submit(self, job: Job) -> Future | None:
-        if job.result.error is not None:
-            job.error = job.result.error
-            self._finish(job)
+    def _submit(self, job: Job, result: ImageResult) -> Future | None:
+        if result.error is not None:
+            job.error = result.error
+            job.records = self._records(job, result, [])
             return None
-        job.pictures = outputs.pictures(job.result, job.output, job.map_path is not None,
-                                        self.explainer.loaded.labels)
-        return self._writers.submit(self._write, job)
+        pictures = outputs.pictures(result, job.output, job.map_path is not None,
+                                    self.session.labels)
+        return self._writers.submit(self._write, job, result, pictures)
 
-    def _write(self, job: Job) -> None:
-        labels = self.explainer.loaded.labels
-        for picture in job.pictures:
-            try:
-                outputs.write(job.result, picture, self.options.style,
-                              self.explainer.method_name, labels, self.explainer.box_threshold)
-            except OSError as exc:
-                if exc.errno in FATAL_WRITE_ERRORS:
-                    job.fatal = exc  # not this input's fault: left for the next run
-                    return
-                job.error = outputs.failure(exc, picture.path)
-                break
-            except Exception as exc:  # e.g. cv2.error: this input fails, the run goes on
-                job.error = outputs.failure(exc, picture.path)
-                break
-        self._finish(job)
+    def _write(self, job: Job, result: ImageResult, pictures: list[outputs.Picture]) -> None:
+        outcome = outputs.write_all(result, pictures, self.options.style,
+                                    self.session.explainer.method_name, self.session.labels,
+                                    self.session.box_threshold)
+        job.error, job.fatal = outcome.error, outcome.fatal
+        job.records = self._records(job, result, pictures)
 
-    def _finish(self, job: Job) -> None:
-        job.records = self._records(job)
-        # The result points back at the job (ImageResult.item): without this, the photo
-        # and the batch's maps would live until Python's cyclic collector found them.
-        job.result, job.pictures = None, []
-
-    def _records(self, job: Job) -> list[Record]:
-        explainer, result, out_dir = self.explainer, job.result, self.options.out_dir
-        labels = explainer.loaded.labels
-        common = {"input": job.key, "request": explainer.answers(job.item),
-                  "precision": explainer.loaded.precision}
+    def _records(self, job: Job, result: ImageResult, pictures: list[outputs.Picture]
+                 ) -> list[Record]:
+        session, out_dir = self.session, self.options.out_dir
+        labels = session.labels
+        common = {"input": job.key, "request": request_of(session, job.item),
+                  "precision": session.loaded.precision}
         if job.error is not None:
             return [Record(**common, error=job.error)]
-        top = result.top(max(self.options.top_k, explainer.top_k_maps or 0), labels)
+        top = result.top(max(self.options.top_k, session.plan.top_k or 0), labels)
         return [Record(**common, rank=picture.rank, output=relative_to(picture.path, out_dir),
                        map=relative_to(picture.map_path, out_dir) if picture.map_path else None,
                        class_index=picture.class_index, label=labels.name(picture.class_index),
                        score=float(result.probabilities[picture.class_index]), top=top,
                        peak=picture.peak, box=picture.box,
                        metrics=result.metrics if number == 0 else None)
-                for number, picture in enumerate(job.pictures)]
+                for number, picture in enumerate(pictures)]
+
+
+def request_of(session: Session, item: InputItem) -> Request:
+    """The request the records of ``item`` answer (its own class, with a class per
+    image)."""
+    target, asked, source = session.plan.kind(item.requested_class)
+    explainer = session.explainer
+    return Request(session.loaded.name, explainer.layer, explainer.method_name, target, asked,
+                   source, explainer.fuse)
 
 
 # -- record --------------------------------------------------------------------------------
 
 
-class Books:
-    """The manifest and the counts of one run."""
+class Recorder:
+    """Records finished jobs in the manifest, and counts the run's outcomes."""
 
     def __init__(self, writer: ManifestWriter, reporter: Reporter, total: int):
         self.writer = writer
@@ -321,12 +336,12 @@ class Books:
         self.means = RunningMeans()
         self.fatal: OSError | None = None
 
-    def to_do(self, jobs: Iterable[Job]) -> Iterator[Job]:
+    def skip_done(self, jobs: Iterable[Job]) -> Iterator[Job]:
         """The jobs not done yet; the others are counted as already done."""
         for job in jobs:
             if job.done:
                 self.summary.skipped += 1
-                self.reporter.advance(None)
+                self.reporter.advance()
             else:
                 yield job
 
@@ -344,9 +359,9 @@ class Books:
             self.means.add(job.records[0].metrics)
         else:
             self.summary.failed += 1
-        self.reporter.advance(job)
+        self.reporter.advance(job.item.path, job.error)
 
-    def lose(self, jobs: Iterable[Job]) -> None:
+    def count_lost(self, jobs: Iterable[Job]) -> None:
         """Count jobs an engine gave up on: they stay unrecorded, for the next run."""
         paths = [job.item.path for job in jobs]
         self.summary.lost += len(paths)
@@ -359,26 +374,26 @@ class LocalEngine:
     """Runs the jobs in this process: one `Executor`, decoding ahead of the model and
     writing behind it in threads."""
 
-    def __init__(self, explainer: Explainer, options: BatchOptions):
-        self.executor = Executor(explainer, options)
+    def __init__(self, session: Session, options: BatchOptions):
+        self.executor = Executor(session, options)
 
-    def run(self, jobs: Iterator[Job], books: Books, stop_requested: Callable[[], bool]
+    def run(self, jobs: Iterator[Job], recorder: Recorder, stop_requested: Callable[[], bool]
             ) -> None:
-        """Do ``jobs``, handing each finished one to ``books``; after a stop request or a
-        fatal write error, finish and record the jobs in flight, then return."""
+        """Do ``jobs``, handing each finished one to ``recorder``; after a stop request or
+        a fatal write error, finish and record the jobs in flight, then return."""
         try:
             with contextlib.closing(self.executor.run(jobs, stop_requested)) as finished:
                 for job in finished:
-                    books.record(job)
-                    if books.fatal is not None:
+                    recorder.record(job)
+                    if recorder.fatal is not None:
                         break
         finally:
             for job in self.executor.drain():
-                books.record(job)
+                recorder.record(job)
             self.executor.close()
 
 
-def run_batch(inputs: Sequence[str], explainer: Explainer, options: BatchOptions,
+def run_batch(inputs: Sequence[str], session: Session, options: BatchOptions,
               reporter: Reporter | None = None,
               stop_requested: Callable[[], bool] | None = None,
               engine=None) -> BatchSummary:
@@ -394,13 +409,15 @@ def run_batch(inputs: Sequence[str], explainer: Explainer, options: BatchOptions
     processed and recorded in ``manifest.K-of-N.jsonl``, so N processes can share one
     input tree and one output folder.
 
-    ``engine`` runs the jobs (default: a `LocalEngine` of ``explainer``); ``explainer``
+    ``engine`` runs the jobs (default: a `LocalEngine` of ``session``); ``session``
     itself says what each record answers.
 
     Raises:
         InputNotFound: an input names nothing (before any work).
         OutputError: the output folder cannot be written (before any work), or the disk
             filled up / became read-only during the run (after recording what was done).
+        UsageProblem: with a class per image, some inputs' classes are unknown (before
+            any work).
     """
     reporter = reporter or Reporter()
     stop_requested = stop_requested or (lambda: False)
@@ -408,31 +425,27 @@ def run_batch(inputs: Sequence[str], explainer: Explainer, options: BatchOptions
     _prepare(options.out_dir)
     started = time.perf_counter()
     done = {} if options.overwrite else latest(options.out_dir, keep=_files)
-    classes = explainer.classes
-    if classes is None:
-        total = sum(1 for _ in selected(inputs, options))
-        items = selected(inputs, options)
-    else:  # every input's class is checked before any work
-        total = classes.check(selected(inputs, options))
-        items = classes.assign(selected(inputs, options))
-    jobs = plan(items, options, explainer.answers, explainer.top_k_maps, done)
-    books = Books(ManifestWriter(os.path.join(options.out_dir, manifest_name(options.shard))),
-                  reporter, total)
+    total, items = with_classes(lambda: selected(inputs, options), session.assigner)
+    jobs = plan(items, options, functools.partial(request_of, session), session.plan.top_k,
+                done)
+    recorder = Recorder(ManifestWriter(os.path.join(options.out_dir,
+                                                    manifest_name(options.shard))),
+                        reporter, total)
     reporter.start(total)
-    engine = engine or LocalEngine(explainer, options)
+    engine = engine or LocalEngine(session, options)
     try:
-        engine.run(books.to_do(jobs), books, stop_requested)
+        engine.run(recorder.skip_done(jobs), recorder, stop_requested)
     except KeyboardInterrupt:
-        books.summary.interrupted = True
+        recorder.summary.interrupted = True
     finally:
-        books.writer.close()
+        recorder.writer.close()
         reporter.close()
-    summary = books.summary
+    summary = recorder.summary
     summary.interrupted = summary.interrupted or stop_requested()
     summary.seconds = time.perf_counter() - started
-    summary.metrics = books.means.result()
-    if books.fatal is not None:
-        reason = books.fatal.strerror or str(books.fatal)
+    summary.metrics = recorder.means.result()
+    if recorder.fatal is not None:
+        reason = recorder.fatal.strerror or str(recorder.fatal)
         raise OutputError(
             f"cannot write to {options.out_dir}: {reason}. {summary.written} inputs were "
             "written and recorded before it; run the same command again to resume")

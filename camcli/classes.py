@@ -20,11 +20,12 @@ import dataclasses
 import json
 import os
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
-from camcli.errors import ClassError, UsageProblem
+from camcli.errors import UsageProblem
 from camcli.inputs import InputItem
+from camcli.labels import Resolver
 
 #: ``--class-from`` value meaning "each input's parent folder names its class".
 FOLDER = "folder"
@@ -142,13 +143,33 @@ def _normal(name: str) -> str:
 
 
 class Table:
-    """A labelled table, indexed to find an input's rows by its path's trailing parts."""
+    """A labelled table, indexed to find an input's rows by its path's trailing parts.
+
+    `claim` remembers which inputs a row name was used for, so that a name that matches
+    several inputs (two ``x.jpg`` in different folders) is found (`ambiguous`).
+    """
 
     def __init__(self, rows: list[Row], source: str):
         self.source = source
         self.rows: dict[str, list[Row]] = defaultdict(list)
         for row in rows:
             self.rows[row.input].append(row)
+        self._users: dict[str, set[str]] = defaultdict(set)  # row name -> inputs
+
+    def claim(self, path: str) -> str | None:
+        """`key` of ``path``, remembering that ``path`` uses it."""
+        key = self.key(path)
+        if key is not None:
+            self._users[key].add(os.path.abspath(path))
+        return key
+
+    def shared(self, key: str) -> bool:
+        """Whether the row name ``key`` was claimed by several inputs."""
+        return len(self._users.get(key, ())) > 1
+
+    def ambiguous(self) -> list[str]:
+        """The row names claimed by several inputs, sorted."""
+        return sorted(key for key, users in self._users.items() if len(users) > 1)
 
     def key(self, path: str) -> str | None:
         """The table's name for ``path``: the longest of its rows' inputs that ends the
@@ -183,8 +204,7 @@ class ClassAssigner:
         self.source = source
         self.labels, self.num_classes, self.skip_unknown = labels, num_classes, skip_unknown
         self.table = None if source == FOLDER else Table(read_table(source), source)
-        self._resolved: dict[str, int | None] = {}
-        self._users: dict[str, set[str]] = defaultdict(set)  # table key -> inputs
+        self._resolve = Resolver(labels, num_classes)
 
     @property
     def kind(self) -> str:
@@ -206,7 +226,7 @@ class ClassAssigner:
                 unknown[outcome.name] += 1
             elif outcome.problem is not None:
                 missing += 1
-        ambiguous = [key for key, users in self._users.items() if len(users) > 1]
+        ambiguous = self.table.ambiguous() if self.table is not None else []
         if (unknown or missing or ambiguous) and not self.skip_unknown:
             raise UsageProblem(self._refusal(unknown, missing, ambiguous),
                                ("class_from", "skip_unknown_classes"))
@@ -226,12 +246,10 @@ class ClassAssigner:
             name = os.path.basename(os.path.dirname(os.path.abspath(item.path)))
             where = "its folder"
         else:
-            key = self.table.key(item.path)
+            key = self.table.claim(item.path) if record_use else self.table.key(item.path)
             if key is None:
                 return _Outcome(problem=f"no class for this input in {self.source}")
-            if record_use:
-                self._users[key].add(os.path.abspath(item.path))
-            elif len(self._users.get(key, ())) > 1:
+            if not record_use and self.table.shared(key):
                 return _Outcome(problem=f"'{key}' in {self.source} names several inputs; "
                                         "give its path from the input folder")
             names = sorted({row.label for row in self.table.rows[key] if row.label})
@@ -244,14 +262,6 @@ class ClassAssigner:
             return _Outcome(problem=f"class {name!r} (from {where}) is not a class of the "
                                     "model", name=name)
         return _Outcome(requested_class=index, name=name)
-
-    def _resolve(self, name: str) -> int | None:
-        if name not in self._resolved:
-            try:
-                self._resolved[name] = self.labels.resolve(name, self.num_classes)
-            except ClassError:
-                self._resolved[name] = None
-        return self._resolved[name]
 
     def _refusal(self, unknown: Counter, missing: int, ambiguous: list[str]) -> str:
         source = "folder names" if self.table is None else self.source
@@ -269,10 +279,23 @@ class ClassAssigner:
                          f"{source}")
         if ambiguous:
             parts.append(f"{len(ambiguous)} row name{'s' if len(ambiguous) > 1 else ''} in "
-                         f"{source} match several inputs ({', '.join(sorted(ambiguous)[:5])})")
+                         f"{source} match several inputs ({', '.join(ambiguous[:5])})")
         return ("{class_from}: " + "; ".join(parts) + "; pass {skip_unknown_classes} to give "
                 "those inputs an error record and go on")
 
     def _closest(self, name: str) -> str:
         close = self.labels.closest(name)
         return f"; closest: {', '.join(close)}" if close else ""
+
+
+def with_classes(walk: Callable[[], Iterable[InputItem]], assigner: ClassAssigner | None
+                 ) -> tuple[int, Iterator[InputItem]]:
+    """How many inputs ``walk()`` gives, and the inputs with their classes.
+
+    With an ``assigner`` every input's class is checked on the counting walk, before any
+    work (`ClassAssigner.check` refuses the run), and the second walk assigns them; without
+    one the inputs come as they are. ``walk`` is called twice.
+    """
+    if assigner is None:
+        return sum(1 for _ in walk()), iter(walk())
+    return assigner.check(walk()), assigner.assign(walk())

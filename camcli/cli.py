@@ -34,12 +34,12 @@ from camcli.options import (
     DEFAULT_METRIC_STEPS,
     BatchOptions,
     ExplainRequest,
+    Given,
     ModelRequest,
     RayOptions,
     RenderStyle,
     TrainOptions,
     default,
-    pick,
 )
 
 log = logging.getLogger("camcli")
@@ -89,6 +89,7 @@ def _set_verbosity(ctx: click.Context, param: click.Parameter, value: bool) -> N
         return
     state = ctx.find_root().ensure_object(dict)
     state["verbosity"] = -1 if param.name == "quiet" else 1
+    _configure_logging(state["verbosity"])  # -q / -v may follow the command's name
 
 
 def _configure_logging(verbosity: int) -> None:
@@ -281,19 +282,17 @@ def _check_colormap(ctx: click.Context, param: click.Parameter, value: str) -> s
     return name
 
 
-def _requests(method: str | None, options: dict, **explain
-              ) -> tuple[ModelRequest, ExplainRequest]:
+def _requests(given: Given, method: str | None, **explain
+               ) -> tuple[ModelRequest, ExplainRequest]:
     """The request objects of a command's options."""
-    return pick(ModelRequest, options), pick(ExplainRequest, {**options, **explain,
-                                                               "method": method})
+    return given.build(ModelRequest), given.build(ExplainRequest, method=method, **explain)
 
 
-def _open_explainer(model: ModelRequest, explain: ExplainRequest):
+def _open_session(model: ModelRequest, explain: ExplainRequest):
     """Load the model and split it as asked (the one way every command does)."""
-    _configure_logging(_verbosity())
-    from camcli.pipeline import open_explainer
+    from camcli.session import open_session
 
-    return open_explainer(model, explain, progress=_mask_progress)
+    return open_session(model, explain, progress=_mask_progress)
 
 
 def _mask_progress(total: int):
@@ -323,8 +322,9 @@ def main():
       camcli gradcam --layer block5_conv3 --model vgg16 photo.png
       camcli batch ./Caltech101 --out heatmaps --class-from folder --boxes
       camcli score heatmaps --truth boxes.csv --min-pointing 0.8
-      camcli train ./my_classes --out mine.keras
+      camcli train ./my_classes -o mine.keras
     """
+    _configure_logging(_verbosity())  # every command logs alike; -q / -v change it
 
 
 @main.command()
@@ -340,17 +340,18 @@ def main():
 def predict(images, top_k, fmt, batch_size, **options):
     """Print the top-k classes and probabilities of each image."""
     from camcli.inputs import check_inputs, discover
-    from camcli.pipeline import explain_stream
 
     check_inputs(images)
-    explainer = _open_explainer(*_requests(None, options))
-    labels = explainer.loaded.labels
+    given = Given(options)
+    requests = _requests(given, None)
+    given.close()
+    session = _open_session(*requests)
     rows, failed = [], 0
-    for result in explain_stream(discover(images), explainer, batch_size):
+    for result in session.stream(discover(images), batch_size):
         if result.error:
             failed += 1
-            click.echo(f"Error: {result.item.path}: {result.error}", err=True)
-        rows.append({"input": result.item.path, "top": result.top(top_k, labels),
+            click.echo(f"Error: {result.input.path}: {result.error}", err=True)
+        rows.append({"input": result.input.path, "top": result.top(top_k, session.labels),
                      "error": result.error})
         if fmt == "table":
             _print_table_row(rows.pop())
@@ -436,10 +437,13 @@ def _explain_images(method: str, images, output, out_dir, batch_size, options: d
     items = list(discover(images))
     if output and len(items) != 1:
         raise UsageFailure(f"-o/--output takes one image, got {len(items)}; use --out DIR")
-    explainer = _open_explainer(*_requests(method, options))
+    given = Given(options)
+    style = given.build(RenderStyle)
+    requests = _requests(given, method)
+    given.close()
+    session = _open_session(*requests)
     failed = 0
-    for written in explain_images(items, explainer, output, out_dir, pick(RenderStyle, options),
-                                  batch_size):
+    for written in explain_images(items, session, output, out_dir, style, batch_size):
         if written.error:
             failed += 1
             click.echo(f"Error: {written.input}: {written.error}", err=True)
@@ -520,7 +524,6 @@ def score(manifests, truth, labels_file, fmt, min_pointing, min_loc):
     from camcli.score import score as score_run
     from camcli.score import table
 
-    _configure_logging(_verbosity())
     scores = score_run(list(manifests), truth, labels_file)
     overall = scores.overall.rates()
     if min_loc is not None and overall["localisation"] is None:
@@ -546,8 +549,11 @@ def score(manifests, truth, labels_file, fmt, min_pointing, min_loc):
 
 @main.command(short_help="Train a CAM head for your own classes (one sub-folder each).")
 @click.argument("tree", type=click.Path(exists=True, file_okay=False))
-@click.option("--out", required=True, type=click.Path(dir_okay=False),
-              help="The model to write: one .keras file (and its .json report beside it).")
+@click.option("-o", "--output", type=click.Path(dir_okay=False),
+              help="The model to write: one .keras file (and its .json report beside it). "
+                   " [required]")
+@click.option("--out", "legacy_out", type=click.Path(dir_okay=False), hidden=True,
+              help="The old name of -o/--output (--out names a folder elsewhere).")
 @model_options
 @click.option("--layer", "layer", default=None, metavar="NAME",
               help="The backbone's feature layer the head pools. [default: the model's "
@@ -571,7 +577,7 @@ def score(manifests, truth, labels_file, fmt, min_pointing, min_loc):
 @click.option("--workers", default=default(TrainOptions, "workers"), show_default=True,
               type=click.IntRange(min=1), help="Threads decoding images.")
 @translate_errors
-def train(tree, out, layer, batch_size, patterns, **options):
+def train(tree, output, legacy_out, layer, batch_size, patterns, **options):
     """Train a classifier head on TREE's classes (one sub-folder per class), on a frozen
     backbone, and write one self-contained .keras model.
 
@@ -585,13 +591,24 @@ def train(tree, out, layer, batch_size, patterns, **options):
     if options.get("labels_file"):
         raise UsageFailure("--labels names a model's classes; train names its classes after "
                            "TREE's folders")
-    _configure_logging(_verbosity())
-    settings = pick(TrainOptions, {**options, "out": out, "batch_size": batch_size,
-                                   "patterns": patterns or None})
-    report = fit(tree, pick(ModelRequest, options), settings,
-                 _ProgressBar(quiet=_verbosity() < 0), layers=(layer,) if layer else (),
-                 command=_command_line())
-    click.echo(f"{out}: {len(report.classes)} classes, "
+    if legacy_out is not None:
+        if output is not None:
+            raise UsageFailure("give -o/--output once (--out is its old name)")
+        log.warning("train --out is now -o/--output (--out names a folder in the other "
+                    "commands); --out still works")
+        output = legacy_out
+    if output is None:  # required, with its old name as the other way to give it
+        context = click.get_current_context()
+        raise click.MissingParameter(ctx=context, param=next(
+            p for p in context.command.params if p.name == "output"))
+    given = Given(options)
+    settings = given.build(TrainOptions, output=output, batch_size=batch_size,
+                           patterns=patterns or None)
+    model = given.build(ModelRequest)
+    given.close()
+    report = fit(tree, model, settings, _ProgressBar(quiet=_verbosity() < 0),
+                 layers=(layer,) if layer else (), command=_command_line())
+    click.echo(f"{output}: {len(report.classes)} classes, "
                f"{sum(c['train'] for c in report.counts.values())} training and "
                f"{sum(c['validation'] for c in report.counts.values())} validation images, "
                f"{report.epochs} epochs in {report.seconds:.1f} s")
@@ -607,7 +624,7 @@ def train(tree, out, layer, batch_size, patterns, **options):
     if report.skipped:
         click.echo(f"camcli: {len(report.skipped)} files skipped (listed in the report)",
                    err=True)
-    click.echo(f"camcli: report in {os.path.splitext(out)[0]}.json", err=True)
+    click.echo(f"camcli: report in {os.path.splitext(output)[0]}.json", err=True)
 
 
 @main.command()
@@ -679,16 +696,23 @@ def batch(ctx, inputs, method, metrics, metric_steps, make_report, engine, **opt
         raise UsageFailure(f"{', '.join(_flag(n) for n in ray_given)} "
                            f"appl{'ies' if len(ray_given) == 1 else 'y'} to --engine ray only")
     check_inputs(inputs)  # a missing path is reported before the model loads
-    metric_steps = metric_steps if metrics else None
-    run = pick(BatchOptions, {**options, "patterns": options["patterns"] or None,
-                              "style": pick(RenderStyle, options)})
-    model, explain = _requests(method, options, metric_steps=metric_steps)
-    engine = _ray_engine(model, explain, run, options) if engine == "ray" else None
-    if engine is not None:  # the driver only plans: on the CPU, leaving GPUs to the actors
+    given = Given(options)
+    run = given.build(BatchOptions, patterns=given.take("patterns") or None,
+                      style=given.build(RenderStyle))
+    model, explain = _requests(given, method, metric_steps=metric_steps if metrics else None)
+    ray_options = given.build(RayOptions, address=given.take("ray_address"))
+    given.close()
+    if engine == "ray":
+        from camcli.ray_engine import RayEngine  # says how to install Ray if it is missing
+
+        engine = RayEngine(model, explain, run, ray_options, verbose=_verbosity() > 0)
+        # The driver only plans: on the CPU, leaving GPUs to the actors.
         model = dataclasses.replace(model, device="cpu")
-    explainer = _open_explainer(model, explain)
+    else:
+        engine = None
+    session = _open_session(model, explain)
     with _graceful_ctrl_c() as stop:
-        summary = run_batch(inputs, explainer, run, _ProgressBar(quiet=_verbosity() < 0),
+        summary = run_batch(inputs, session, run, _ProgressBar(quiet=_verbosity() < 0),
                             stop_requested=stop.is_set, engine=engine)
     out_dir = run.out_dir
     lost = f", {summary.lost} not done (run again)" if summary.lost else ""
@@ -738,15 +762,6 @@ def _command_line() -> str:
     return shlex.join(words)
 
 
-def _ray_engine(model: ModelRequest, explain: ExplainRequest, run: BatchOptions, options: dict):
-    from camcli.ray_engine import RayEngine  # says how to install Ray if it is missing
-
-    ray_options = RayOptions(address=options["ray_address"], actors=options["actors"],
-                             cpus_per_actor=options["cpus_per_actor"],
-                             gpus_per_actor=options["gpus_per_actor"])
-    return RayEngine(model, explain, run, ray_options, verbose=_verbosity() > 0)
-
-
 @contextlib.contextmanager
 def _graceful_ctrl_c():
     """First Ctrl-C: finish the images in flight, record them, stop. Second: abort."""
@@ -783,9 +798,9 @@ class _ProgressBar:
         self.bar = tqdm(total=total, unit="img", file=sys.stderr, disable=self.quiet,
                         dynamic_ncols=True, desc="camcli")
 
-    def advance(self, job) -> None:
-        if job is not None and job.error:
-            message = f"Error: {job.item.path}: {job.error}"
+    def advance(self, path: str | None = None, error: str | None = None) -> None:
+        if error:
+            message = f"Error: {path}: {error}"
             if self.quiet:
                 click.echo(message, err=True)
             else:

@@ -68,7 +68,6 @@ class Labels:
         raise ClassError(f"unknown class {text!r}: give a class index (0-{num_classes - 1}) "
                          "or a name from the model's labels")
 
-
     def closest(self, name: str, count: int = 3, cutoff: float = 0.75) -> list[str]:
         """Up to ``count`` names most like ``name`` (compared as `resolve` compares), for
         an error message; ``cutoff`` is difflib's similarity floor."""
@@ -78,6 +77,33 @@ class Labels:
         close = difflib.get_close_matches(_normalise(name), list(names), n=count,
                                           cutoff=cutoff)
         return [names[c] for c in close]
+
+
+class Resolver:
+    """Class names (or WordNet ids, or indices) to class indices through a model's labels,
+    each name resolved once; a name that names no class gives None.
+
+    Args:
+        labels: the model's `Labels`.
+        num_classes: the model's number of classes.
+    """
+
+    def __init__(self, labels: Labels, num_classes: int):
+        self.labels, self.num_classes = labels, num_classes
+        self._cache: dict[str, int | None] = {}
+
+    def __call__(self, name: str) -> int | None:
+        if name not in self._cache:
+            try:
+                self._cache[name] = self.labels.resolve(name, self.num_classes)
+            except ClassError:
+                self._cache[name] = None
+        return self._cache[name]
+
+    @property
+    def unresolved(self) -> list[str]:
+        """The names looked up so far that name no class, sorted."""
+        return sorted(name for name, index in self._cache.items() if index is None)
 
 
 def _normalise(name: str) -> str:

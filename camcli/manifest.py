@@ -28,16 +28,11 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from camcli.errors import OutputError
+from camcli.targets import CLASS_SOURCES
+from camcli.targets import KINDS as TARGETS
 
 SCHEMA = 2
 MANIFEST_NAME = "manifest.jsonl"
-
-#: What was asked of an input: its top class, its top K classes (``rank`` 1..K), a class
-#: (``requested_class``), or both of the last two (the asked class's record has no rank).
-TARGETS = ("top1", "top-k", "class", "top-k+class")
-
-#: Where an asked class came from: ``--class``, the input's folder, or a table file.
-CLASS_SOURCES = ("option", "folder", "file")
 
 
 @dataclass(frozen=True)
@@ -48,7 +43,9 @@ class Request:
         model: the built-in model's name, or the model file's absolute path.
         layer: the target layer's path.
         method: the method's name.
-        target: one of `TARGETS`.
+        target: what was asked of the input: its top class, its top K classes (``rank``
+            1..K), a class (``requested_class``), or both of the last two (the asked
+            class's record has no rank); one of `camcli.targets.KINDS`.
         requested_class: the class asked for (targets with ``class``), else None.
         class_source: where the asked class came from (`CLASS_SOURCES`), else None.
         fuse: with several layers (``layer`` is then their paths), how their maps were
@@ -284,17 +281,23 @@ class Group:
     Attributes:
         request: the request they answer.
         time: when they were appended.
-        maps: ``{rank: value}`` (rank None outside top-k runs); the value is what the
-            reader asked to keep of each record (`latest`'s ``keep``).
+        by_rank: ``{rank: kept}``, a record's rank (None outside top-k runs, and for the
+            asked class beside the ranks) to what the reader asked to keep of it
+            (`latest`'s ``keep``: the record, or only its file names).
         failed: whether the input failed (an error record).
         legacy_class: for a schema-1 top-1 map, its class (see `answers`).
     """
 
     request: Request
     time: str
-    maps: dict = field(default_factory=dict)
+    by_rank: dict = field(default_factory=dict)
     failed: bool = False
     legacy_class: int | None = None
+
+    def in_rank_order(self) -> list:
+        """What was kept of each record: the asked class's (or the only one) first, then
+        rank 1, 2, ..."""
+        return [self.by_rank[rank] for rank in sorted(self.by_rank, key=lambda r: r or 0)]
 
     def answers(self, request: Request) -> bool:
         """Whether these records answer ``request``."""
@@ -324,10 +327,10 @@ def latest(folder: str, keep: Callable[[Record], object] = lambda record: record
         current: dict[str, Group] = {}
         for record in read(path):
             group = current.get(record.input)
-            if group is None or group.request != record.request or record.rank in group.maps \
+            if group is None or group.request != record.request or record.rank in group.by_rank \
                     or group.failed or record.error is not None:
                 group = current[record.input] = Group(record.request, record.time)
-            group.maps[record.rank] = keep(record)
+            group.by_rank[record.rank] = keep(record)
             group.failed = group.failed or record.error is not None
             if record.schema == 1 and record.request.target == "top1":
                 group.legacy_class = record.class_index

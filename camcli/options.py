@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
+from camcli.methods.scorecam import DEFAULT_SCORECAM_BATCH
 from camcli.models import DEFAULT_MODEL
 
 #: Images per forward pass, for every command.
@@ -84,7 +85,7 @@ class ExplainRequest:
     skip_unknown_classes: bool = False
     top_k_maps: int | None = None
     max_maps: int | None = None
-    scorecam_batch: int = 64
+    scorecam_batch: int = DEFAULT_SCORECAM_BATCH
     metric_steps: int | None = None
     boxes: bool = False
     box_threshold: float = DEFAULT_BOX_THRESHOLD
@@ -165,7 +166,7 @@ class TrainOptions:
     """How ``camcli train`` fits the head.
 
     Attributes:
-        out: the ``.keras`` file to write.
+        output: the ``.keras`` file to write.
         val_split: the fraction of each class held out for validation (stratified).
         epochs: the most epochs; early stopping on the validation loss ends sooner.
         patience: epochs without a better validation loss before stopping.
@@ -173,13 +174,13 @@ class TrainOptions:
         augment: also train on each training image flipped left-right (its features are
             computed too: twice the backbone's work for the training images).
         learning_rate: Adam's.
-        overwrite: replace ``out`` if it exists.
+        overwrite: replace ``output`` if it exists.
         patterns: file names taken when walking (None: image extensions).
         batch_size: images per forward pass of the backbone.
         workers: decoding threads.
     """
 
-    out: str
+    output: str
     val_split: float = 0.1
     epochs: int = 100
     patience: int = 5
@@ -202,7 +203,33 @@ def default(cls: type, name: str):
     raise KeyError(f"{cls.__name__}.{name} has no plain default")
 
 
-def pick(cls: type, values: dict):
-    """Build ``cls`` from the entries of ``values`` that are its fields."""
-    names = {item.name for item in dataclasses.fields(cls)}
-    return cls(**{key: value for key, value in values.items() if key in names})
+class Given:
+    """A command's option values, handed out by name to the objects they configure.
+
+    Each value goes to the field of the same name (`build`) or is taken by name (`take`);
+    `close` refuses the values nobody took. So a renamed field, or a renamed option, fails
+    at once instead of leaving a field at its default without a word.
+
+    Args:
+        values: the option values, by parameter name (click's ``**kwargs``).
+    """
+
+    def __init__(self, values: dict):
+        self._values = dict(values)
+
+    def build(self, cls: type, **more):
+        """``cls`` from the values named like its fields, and ``more``."""
+        names = [item.name for item in dataclasses.fields(cls)]
+        taken = {name: self._values.pop(name) for name in names if name in self._values}
+        return cls(**taken, **more)
+
+    def take(self, name: str):
+        """The value of ``name``, which no object field takes."""
+        return self._values.pop(name)
+
+    def close(self) -> None:
+        """Raises:
+            TypeError: some values were taken by nothing (a programming error).
+        """
+        if self._values:
+            raise TypeError(f"options that configure nothing: {', '.join(sorted(self._values))}")

@@ -9,15 +9,19 @@ file is written atomically (`camcli.atomic.write_atomic`).
 
 from __future__ import annotations
 
+import errno
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from camcli.atomic import write_atomic
 from camcli.errors import OutputError
 from camcli.options import RenderStyle
+
+#: Write errors that are about the output location, not the input: they stop the run.
+FATAL_WRITE_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS}
 
 
 @dataclass
@@ -111,6 +115,42 @@ def write(result, picture: Picture, style: RenderStyle, method: str, labels,
     write_atomic(picture.path, render.encode_jpeg(drawn, style.quality))
     if picture.map_path is not None:
         write_atomic(picture.map_path, render.encode_npy(picture.heatmap.astype("float32")))
+
+
+@dataclass
+class Outcome:
+    """What `write_all` did for one image.
+
+    Attributes:
+        written: the pictures written, in order.
+        error: why the image's next picture could not be made (this input fails).
+        fatal: a write error about the output location (a full or read-only disk): not
+            the input's fault; the caller stops.
+    """
+
+    written: list[Picture] = field(default_factory=list)
+    error: str | None = None
+    fatal: OSError | None = None
+
+
+def write_all(result, pictures: list[Picture], style: RenderStyle, method: str, labels,
+              box_threshold: float | None = None) -> Outcome:
+    """`write` each of an image's pictures in order, stopping at the first that fails."""
+    outcome = Outcome()
+    for picture in pictures:
+        try:
+            write(result, picture, style, method, labels, box_threshold)
+        except OSError as exc:
+            if exc.errno in FATAL_WRITE_ERRORS:
+                outcome.fatal = exc
+            else:
+                outcome.error = failure(exc, picture.path)
+            break
+        except Exception as exc:  # e.g. cv2.error: this input fails, the run goes on
+            outcome.error = failure(exc, picture.path)
+            break
+        outcome.written.append(picture)
+    return outcome
 
 
 def failure(exc: BaseException, path: str) -> str:

@@ -20,8 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import errno
-import itertools
+import json
 import logging
 import os
 import socket
@@ -29,11 +28,10 @@ import warnings
 from collections.abc import Callable, Iterator
 
 from camcli.backend import quiet_stderr
-from camcli.batch import Books, Executor, Job
+from camcli.batch import Executor, Job, Recorder
 from camcli.errors import EngineError, UsageProblem
-from camcli.inputs import InputItem
-from camcli.manifest import Record
 from camcli.options import BatchOptions, ExplainRequest, ModelRequest, RayOptions
+from camcli.pipeline import batched
 
 log = logging.getLogger("camcli")
 
@@ -58,41 +56,34 @@ def import_ray():
 
 
 class RayExplainer:
-    """A Ray Data actor: loads the model once, then explains batches of job rows.
+    """A Ray Data actor: loads the model once, then does batches of jobs.
+
+    Jobs travel as one column, ``job``: each row a job's `Job.to_row` as JSON (None stays
+    None, whatever Arrow would make of a column of them). The rows that come back are the
+    finished jobs, records included, the same way.
 
     Args: the run's requests and options (frozen, so they travel as they are).
     """
 
     def __init__(self, model: ModelRequest, explain: ExplainRequest, options: BatchOptions,
                  verbose: bool = False):
-        from camcli.pipeline import open_explainer
+        from camcli.session import open_session
 
         logging.getLogger("camcli").setLevel(logging.INFO if verbose else logging.WARNING)
-        self.executor = Executor(open_explainer(model, explain), options)
+        self.out_dir = options.out_dir
+        self.executor = Executor(open_session(model, explain), options)
 
     def __call__(self, batch: dict) -> dict:
-        jobs = [Job(InputItem(path, relative, None if asked < 0 else int(asked),
-                              problem or None), output, map_path or None)
-                for path, relative, asked, problem, output, map_path in zip(
-                    batch["path"], batch["relative"], batch["requested_class"],
-                    batch["problem"], batch["output"], batch["map_path"], strict=True)]
+        jobs = [Job.from_row(json.loads(row), self.out_dir) for row in batch["job"]]
         finished = [*self.executor.run(jobs), *self.executor.drain()]
-        return {
-            "path": [job.item.path for job in finished],
-            "records": ["\n".join(record.to_json() for record in job.records)
-                        for job in finished],
-            "error": [job.error or "" for job in finished],
-            "fatal_errno": [(job.fatal.errno or 0) if job.fatal else 0 for job in finished],
-            "fatal_reason": [(job.fatal.strerror or str(job.fatal)) if job.fatal else ""
-                             for job in finished],
-        }
+        return {"job": [json.dumps(job.to_row(), ensure_ascii=False) for job in finished]}
 
 
 class RayEngine:
     """Runs a batch's jobs on Ray Data (see the module docstring).
 
     Args:
-        model, explain: the requests every actor opens its explainer with.
+        model, explain: the requests every actor opens its session with.
         options: the batch's options (the output folder must be reachable from every node).
         ray_options: the cluster, the actor pool and its resources.
         verbose: Ray's own progress bars and logs (off by default: one bar on the driver).
@@ -107,35 +98,33 @@ class RayEngine:
         self.ray_options = ray_options
         _check_reachable(ray_options.address)  # before the model loads
 
-    def run(self, jobs: Iterator[Job], books: Books, stop_requested: Callable[[], bool]
+    def run(self, jobs: Iterator[Job], recorder: Recorder, stop_requested: Callable[[], bool]
             ) -> None:
-        """Do ``jobs`` wave by wave, handing each finished one to ``books``."""
+        """Do ``jobs`` wave by wave, handing each finished one to ``recorder``."""
         with self._connected(), self._data_context():
             pool = self._pool()
-            for wave in _chunks(jobs, self.ray_options.wave):
+            for wave in batched(jobs, self.ray_options.wave):
                 pending = {job.key: job for job in wave}
-                with contextlib.closing(self._results(list(pending.values()), pool)) as rows:
-                    for row in rows:
-                        books.record(_finished(pending.pop(row["path"]), row,
-                                               self.options.out_dir))
-                        if books.fatal is not None or stop_requested():
+                with contextlib.closing(self._results(list(pending.values()), pool)) as done:
+                    for finished in done:
+                        job = pending.pop(finished.key)
+                        job.records, job.error, job.fatal = (finished.records, finished.error,
+                                                             finished.fatal)
+                        recorder.record(job)
+                        if recorder.fatal is not None or stop_requested():
                             return
                 if pending:
-                    books.lose(pending.values())
+                    recorder.count_lost(pending.values())
 
     # -- Ray Data ---------------------------------------------------------------------
 
-    def _results(self, wave: list[Job], pool: dict) -> Iterator[dict]:
+    def _results(self, wave: list[Job], pool: dict) -> Iterator[Job]:
         ray = self.ray
-        rows = [{"path": job.key, "relative": job.item.relative,
-                 "requested_class": -1 if job.requested_class is None else job.requested_class,
-                 "problem": job.problem or "", "output": os.path.abspath(job.output),
-                 "map_path": os.path.abspath(job.map_path) if job.map_path else ""}
-                for job in wave]
+        rows = [{"job": json.dumps(job.to_row(), ensure_ascii=False)} for job in wave]
         with warnings.catch_warnings():
-            # Ray 2.60 takes max_task_retries only as a "remote arg" (deprecated for 2.64;
-            # camcli[ray] pins the tested versions). Without it a batch that kills its
-            # actor every time would be retried for ever.
+            # Ray 2.60 takes max_task_retries only as a "remote arg", which it deprecates
+            # and says it will remove in 2.64 (camcli[ray] pins the tested versions).
+            # Without it a batch that kills its actor every time would be retried for ever.
             warnings.filterwarnings("ignore", message=".*ray_remote_args.* is deprecated")
             dataset = ray.data.from_items(rows).map_batches(
                 RayExplainer,
@@ -147,8 +136,8 @@ class RayEngine:
                 num_cpus=pool["cpus"], num_gpus=pool["gpus"],
                 max_task_retries=self.ray_options.retries)
         for batch in dataset.iter_batches(batch_size=None, batch_format="numpy"):
-            for number in range(len(batch["path"])):
-                yield {key: value[number] for key, value in batch.items()}
+            for row in batch["job"]:
+                yield Job.from_row(json.loads(row), self.options.out_dir)
 
     def _pool(self) -> dict:
         """The actor pool: its size and each actor's resources, defaults filled in."""
@@ -227,17 +216,6 @@ class RayEngine:
             data_log.setLevel(saved_level)
 
 
-def _finished(job: Job, row: dict, out_dir: str) -> Job:
-    """The driver's job, filled in from an actor's row."""
-    lines = str(row["records"]).splitlines()
-    job.records = [record for record in (Record.from_json(line, out_dir) for line in lines)
-                   if record is not None]
-    job.error = str(row["error"]) or None
-    if row["fatal_reason"]:
-        job.fatal = OSError(int(row["fatal_errno"]) or errno.EIO, str(row["fatal_reason"]))
-    return job
-
-
 def _check_reachable(address: str | None, timeout: float = 10.0) -> None:
     """Fail fast when nothing answers at a ``host:port`` address: Ray itself waits for
     the cluster's control store for many minutes.
@@ -265,8 +243,3 @@ def _first_line(exc: BaseException) -> str:
         exc = exc.__cause__
     lines = str(exc).strip().splitlines()
     return lines[-1] if lines and lines[0].startswith("Traceback") else (lines or [""])[0]
-
-
-def _chunks(jobs: Iterator[Job], size: int) -> Iterator[list[Job]]:
-    while wave := list(itertools.islice(jobs, size)):
-        yield wave

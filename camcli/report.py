@@ -41,14 +41,7 @@ class ReportSummary:
 
 def _records(out_dir: str) -> list[Record]:
     """The latest records of each input over every manifest part (one per map)."""
-    records = []
-    for group in latest(out_dir).values():
-        records.extend(group.maps[rank] for rank in sorted(group.maps, key=_rank_order))
-    return records
-
-
-def _rank_order(rank: int | None) -> int:
-    return 0 if rank is None else rank
+    return [record for group in latest(out_dir).values() for record in group.in_rank_order()]
 
 
 def _thumbnail(source: str | None, target: str) -> bool | None:

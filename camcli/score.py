@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from camcli import labels as labels_mod
 from camcli import localise
 from camcli.classes import Table, read_table
-from camcli.errors import ClassError, UsageProblem
+from camcli.errors import UsageProblem
 from camcli.manifest import Record, latest, parts
 
 #: The pointing game's tolerance, in pixels (Zhang et al. 2016).
@@ -94,33 +94,31 @@ def score(manifests: list[str], truth: str, labels_file: str | None = None) -> S
     records = _records(manifests)
     table = Table(read_table(truth), truth)
     labels = _labels(records, labels_file)
-    resolved: dict[str, int | None] = {}
+    resolve = labels_mod.Resolver(labels, max(len(labels), 1))
     scores = Scores()
-    users: dict[str, set[str]] = defaultdict(set)
     for path, group in records.items():
         scores.inputs += 1
-        key = table.key(path)
+        key = table.claim(path)
         if key is None:
             scores.without_truth += 1
             continue
-        users[key].add(path)
         truth_boxes: dict[str, list] = defaultdict(list)
         for row in table.rows[key]:
             if row.label is not None:
                 truth_boxes[row.label].extend([row.box] if row.box else [])
         for name, boxes in truth_boxes.items():
-            index = _resolve(name, labels, resolved)
+            index = resolve(name)
             label = labels.name(index) if index is not None else name
             tally = scores.classes.setdefault(label, Tally())
             tally.add(_pair(group, index, boxes))
-    ambiguous = sorted(key for key, paths in users.items() if len(paths) > 1)
+    ambiguous = table.ambiguous()
     if ambiguous:
         raise UsageProblem(f"{truth}: {len(ambiguous)} row name(s) match several inputs of the "
                            f"run ({', '.join(ambiguous[:5])}); give their paths from the "
                            "input folder")
     for tally in scores.classes.values():
         scores.overall.add(tally)
-    scores.unresolved = sorted(name for name, index in resolved.items() if index is None)
+    scores.unresolved = resolve.unresolved
     return scores
 
 
@@ -158,9 +156,7 @@ def _records(manifests: list[str]) -> dict[str, list[Record]]:
         else:
             raise UsageProblem(f"{given}: no such manifest or folder")
         for path, group in latest(folder, files=names).items():
-            good = [record for rank, record in sorted(group.maps.items(),
-                                                      key=lambda item: item[0] or 0)
-                    if record.error is None]
+            good = [record for record in group.in_rank_order() if record.error is None]
             if good:
                 found[path] = good
     return found
@@ -183,15 +179,6 @@ def _labels(records: dict[str, list[Record]], labels_file: str | None):
         return imagenet
     size = max(seen) + 1 if seen else 0
     return labels_mod.Labels(names=tuple(seen.get(i, f"class_{i}") for i in range(size)))
-
-
-def _resolve(name: str, labels, cache: dict[str, int | None]) -> int | None:
-    if name not in cache:
-        try:
-            cache[name] = labels.resolve(name, max(len(labels), 1))
-        except ClassError:
-            cache[name] = None
-    return cache[name]
 
 
 def table(scores: Scores) -> str:

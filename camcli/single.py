@@ -7,13 +7,16 @@ sub-folders keep their relative folder, so two ``x.jpg`` never overwrite each ot
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 from camcli import outputs
+from camcli.classes import with_classes
+from camcli.errors import OutputError
 from camcli.inputs import InputItem
 from camcli.options import DEFAULT_BATCH_SIZE, RenderStyle
-from camcli.pipeline import Explainer, explain_stream
+from camcli.session import Session
 
 
 @dataclass
@@ -29,27 +32,36 @@ class Written:
     box: list[int] | None = None
 
 
-def explain_images(items: Iterable[InputItem], explainer: Explainer, output: str | None = None,
+def explain_images(items: Iterable[InputItem], session: Session, output: str | None = None,
                    out_dir: str | None = None, style: RenderStyle = RenderStyle(),
                    batch_size: int = DEFAULT_BATCH_SIZE) -> Iterator[Written]:
     """Write the pictures of each image (see the module docstring); yields a `Written` per
-    picture (or per image that failed), in order."""
-    labels, method = explainer.loaded.labels, explainer.method_name
-    if explainer.classes is not None:  # every input's class is checked before any work
-        items = list(items)
-        explainer.classes.check(items)
-        items = list(explainer.classes.assign(items))
-    for result in explain_stream(items, explainer, batch_size):
+    picture (or per image that failed), in order. An image whose picture fails gets no
+    more pictures, as in ``batch``.
+
+    Raises:
+        UsageProblem: with a class per image, some inputs' classes are unknown (before
+            any work).
+        OutputError: the disk filled up or became read-only (after the pictures before).
+    """
+    labels, method = session.labels, session.explainer.method_name
+    items = list(items)
+    _, items = with_classes(lambda: items, session.assigner)
+    for result in session.stream(items, batch_size):
+        path = result.input.path
         if result.error:
-            yield Written(result.item.path, error=result.error)
+            yield Written(path, error=result.error)
             continue
-        name = outputs.single_name(result.item.relative, method, output, out_dir)
-        for picture in outputs.pictures(result, name, False, labels):
-            try:
-                outputs.write(result, picture, style, method, labels, explainer.box_threshold)
-            except Exception as exc:  # e.g. cv2.error: this picture fails, the others go on
-                yield Written(result.item.path, error=outputs.failure(exc, picture.path))
-                continue
-            probability = float(result.probabilities[picture.class_index])
-            yield Written(result.item.path, picture.path, picture.class_index,
-                          labels.name(picture.class_index), probability, box=picture.box)
+        name = outputs.single_name(result.input.relative, method, output, out_dir)
+        outcome = outputs.write_all(result, outputs.pictures(result, name, False, labels),
+                                    style, method, labels, session.box_threshold)
+        for picture in outcome.written:
+            yield Written(path, picture.path, picture.class_index,
+                          labels.name(picture.class_index),
+                          float(result.probabilities[picture.class_index]), box=picture.box)
+        if outcome.error is not None:
+            yield Written(path, error=outcome.error)
+        if outcome.fatal is not None:
+            folder = os.path.dirname(os.path.abspath(name))
+            raise OutputError(f"cannot write to {folder}: "
+                              f"{outcome.fatal.strerror or outcome.fatal}")

@@ -1,4 +1,4 @@
-"""``camcli train TREE --out MODEL.keras``: a CAM head for your own classes, on a CPU.
+"""``camcli train TREE -o MODEL.keras``: a CAM head for your own classes, on a CPU.
 
 One class per sub-folder of ``TREE``. The backbone (a built-in model or a model file,
 frozen) runs once over every image, through the same decoding pipeline as ``batch``; its
@@ -7,7 +7,7 @@ target layer's feature maps are pooled (global average) into one vector per imag
 validation split, early stopping on the validation loss, ``epochs`` as a cap. The result
 is the backbone up to its target layer, global average pooling and the head — a
 GAP -> Dense model, so ``cam`` works on it — saved as one ``.keras`` file that carries its
-class names, preprocessing and target layer (`camcli.models.METADATA_MEMBER`); a JSON
+class names, preprocessing and target layer (`camcli.models.metadata`); a JSON
 report is written beside it.
 """
 
@@ -31,14 +31,6 @@ from camcli.inputs import InputItem, check_inputs, discover
 from camcli.options import ExplainRequest, ModelRequest, TrainOptions
 
 log = logging.getLogger("camcli")
-
-
-@dataclass
-class Seen:
-    """One image of the tree as the progress hooks see it (``item.path``, ``error``)."""
-
-    item: InputItem
-    error: str | None = None
 
 
 @dataclass
@@ -110,23 +102,23 @@ def split(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, n
 def train(tree: str, model: ModelRequest, options: TrainOptions, reporter=None,
           layers: tuple[str, ...] = (), command: str = "") -> TrainReport:
     """Train a head for the classes of ``tree`` on ``model``'s frozen features and write
-    ``options.out`` (and its ``.json`` report) atomically. ``command`` is recorded in the
+    ``options.output`` (and its ``.json`` report) atomically. ``command`` is recorded in the
     report (the command line that made the model).
 
     Raises:
-        UsageProblem: a bad tree, an existing ``out`` without ``overwrite``, an ``out``
+        UsageProblem: a bad tree, an existing ``output`` without ``overwrite``, an ``output``
             that is not ``.keras``.
     """
     from camcli.batch import Reporter
-    from camcli.pipeline import open_explainer
+    from camcli.session import open_session
 
     started = time.perf_counter()
     reporter = reporter or Reporter()
-    if not options.out.endswith(".keras"):
-        raise UsageProblem("{out} must end with .keras (one self-contained Keras file)",
-                           ("out",))
-    if os.path.exists(options.out) and not options.overwrite:
-        raise UsageProblem(f"{options.out} exists: pass {{overwrite}} to replace it",
+    if not options.output.endswith(".keras"):
+        raise UsageProblem("{output} must end with .keras (one self-contained Keras file)",
+                           ("output",))
+    if os.path.exists(options.output) and not options.overwrite:
+        raise UsageProblem(f"{options.output} exists: pass {{overwrite}} to replace it",
                            ("overwrite",))
     classes, images, outside = classes_of(tree, options.patterns)
     for item in outside:
@@ -134,15 +126,15 @@ def train(tree: str, model: ModelRequest, options: TrainOptions, reporter=None,
     items = [item for name in classes for item in images[name]]
     labels = np.array([classes.index(item.relative.partition("/")[0]) for item in items])
     training, validation = split(labels, options.val_split, options.seed)
-    explainer = open_explainer(model, ExplainRequest(method=None, layers=layers))
-    report = TrainReport(model=options.out, classes=classes,
+    session = open_session(model, ExplainRequest(method=None, layers=layers))
+    report = TrainReport(model=options.output, classes=classes,
                          counts={name: {"train": 0, "validation": 0} for name in classes},
-                         backbone=explainer.loaded.name, target_layer=explainer.layer,
+                         backbone=session.loaded.name, target_layer=session.explainer.layer,
                          command=command, seed=options.seed,
                          augment=options.augment,
                          skipped=[{"input": i.path, "reason": "not in a class folder"}
                                   for i in outside])
-    features, flipped = _features(explainer, items, set(training), options, report, reporter)
+    features, flipped = _features(session, items, set(training), options, report, reporter)
     kept = np.array([i for i in range(len(items)) if i in features])
     counts = Counter(labels[kept].tolist())
     _require_two({name: counts.get(number, 0) for number, name in enumerate(classes)},
@@ -157,9 +149,9 @@ def train(tree: str, model: ModelRequest, options: TrainOptions, reporter=None,
     if len(validation):
         _evaluate(head, np.stack([features[i] for i in validation]), labels[validation],
                   classes, report)
-    _save(explainer, head, classes, options.out)
+    _save(session, head, classes, options.output)
     report.seconds = round(time.perf_counter() - started, 1)
-    write_atomic(_report_path(options.out),
+    write_atomic(_report_path(options.output),
                  (json.dumps(report.to_json(), indent=2, ensure_ascii=False) + "\n")
                  .encode("utf-8"))
     return report
@@ -169,7 +161,7 @@ def _report_path(out: str) -> str:
     return os.path.splitext(out)[0] + ".json"
 
 
-def _features(explainer, items, training: set, options: TrainOptions, report, reporter):
+def _features(session, items, training: set, options: TrainOptions, report, reporter):
     """Pooled target-layer features of every decodable image (and of the training
     images flipped, with ``augment``), in one pass of the backbone per batch."""
     import keras
@@ -177,6 +169,7 @@ def _features(explainer, items, training: set, options: TrainOptions, report, re
     from camcli.models.preprocess import preprocess
     from camcli.pipeline import decoded_batches
 
+    explainer = session.explainer
     graph = explainer.graph
     pooled = keras.Model(graph.model.input,
                          keras.layers.GlobalAveragePooling2D()(graph.model.outputs[0]))
@@ -184,14 +177,14 @@ def _features(explainer, items, training: set, options: TrainOptions, report, re
     features, flipped = {}, {}
     reporter.start(len(items))
     try:
-        for batch in decoded_batches(items, explainer.loaded.input_size, options.batch_size,
+        for batch in decoded_batches(items, explainer.input_size, options.batch_size,
                                      options.workers):
             good = [(position[id(item)], resized) for item, _, resized in batch
                     if resized is not None]
             for item, reason, resized in batch:
                 if resized is None:
                     report.skipped.append({"input": item.path, "reason": reason})
-                reporter.advance(Seen(item, None if resized is not None else reason))
+                reporter.advance(item.path, None if resized is not None else reason)
             if not good:
                 continue
             resized = np.stack([r for _, r in good])
@@ -200,7 +193,7 @@ def _features(explainer, items, training: set, options: TrainOptions, report, re
             inputs = resized if not flips else np.concatenate([resized,
                                                                resized[flips, :, ::-1]])
             with explainer.on_device():
-                vectors = pooled(preprocess(explainer.loaded.preprocess, inputs),
+                vectors = pooled(preprocess(explainer.preprocess, inputs),
                                  training=False).numpy().astype(np.float32)
             for row, (number, _) in enumerate(good):
                 features[number] = vectors[row]
@@ -264,14 +257,14 @@ def _evaluate(head, x, y, classes: list[str], report: TrainReport) -> None:
                        for (true, predicted), count in confusion.most_common(5)]
 
 
-def _save(explainer, head, classes: list[str], out: str) -> None:
+def _save(session, head, classes: list[str], out: str) -> None:
     """Backbone up to the target layer -> GAP -> the trained Dense, with camcli's metadata,
     written to a temporary file in ``out``'s folder and renamed into place."""
     import keras
 
     from camcli.models import write_metadata
 
-    graph = explainer.graph
+    graph = session.explainer.graph
     pooled = keras.layers.GlobalAveragePooling2D(name="camcli_pool")(graph.model.outputs[0])
     dense = keras.layers.Dense(len(classes), activation="softmax", name="camcli_classes")
     model = keras.Model(graph.model.input, dense(pooled), name="camcli_trained")
@@ -285,8 +278,8 @@ def _save(explainer, head, classes: list[str], out: str) -> None:
     try:
         temporary = os.path.join(scratch, "model.keras")
         model.save(temporary)
-        write_metadata(temporary, {"labels": classes, "preprocess": explainer.loaded.preprocess,
-                                   "target_layer": target, "backbone": explainer.loaded.name})
+        write_metadata(temporary, {"labels": classes, "preprocess": session.loaded.preprocess,
+                                   "target_layer": target, "backbone": session.loaded.name})
         os.chmod(temporary, FILE_MODE)
         os.replace(temporary, out)
     finally:

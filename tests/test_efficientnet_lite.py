@@ -19,7 +19,7 @@ from camcli.inputs import discover
 from camcli.models import cache, efficientnet_lite, load
 from camcli.models.torch_legacy import CheckpointError, read_state_dict
 from camcli.options import ExplainRequest
-from camcli.pipeline import Explainer, explain_stream
+from camcli.session import Session
 
 
 @pytest.fixture(scope="module")
@@ -138,9 +138,9 @@ def sample_results(lite):
     photos = [str(SAMPLES / n) for n in ("cat.jpg", "coffee.jpg", "motorcycle.jpg")]
     results = {}
     for method in ("cam", "gradcam"):
-        explainer = Explainer(lite, ExplainRequest(method=method))
-        for result in explain_stream(discover(photos), explainer):
-            results[method, os.path.basename(result.item.path)] = result
+        session = Session.create(lite, ExplainRequest(method=method))
+        for result in session.stream(discover(photos)):
+            results[method, os.path.basename(result.input.path)] = result
     return results
 
 

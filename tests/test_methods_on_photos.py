@@ -12,7 +12,7 @@ from camcli.inputs import discover
 from camcli.methods import METHODS
 from camcli.models import load
 from camcli.options import ExplainRequest
-from camcli.pipeline import Explainer, explain_stream
+from camcli.session import Session
 
 
 @pytest.fixture(scope="module")
@@ -25,12 +25,12 @@ def test_every_method_peaks_on_the_cat_and_the_cup(lite, name):
     # Score-CAM on all 1280 channels takes ~25 s an image here; the test uses Faster
     # Score-CAM's 128 highest-variance maps (Wang et al.'s own speed-up).
     max_maps = 128 if name == "scorecam" else None
-    explainer = Explainer(lite, ExplainRequest(method=name, max_maps=max_maps))
+    session = Session.create(lite, ExplainRequest(method=name, max_maps=max_maps))
     photos = [str(SAMPLES / photo) for photo in sorted(BOXES)]
-    for result in explain_stream(discover(photos), explainer):
+    for result in session.stream(discover(photos)):
         height, width = result.image.shape[:2]
         upsampled = cv2.resize(result.maps[0].heatmap, (width, height),
                                interpolation=cv2.INTER_LINEAR)
         y, x = np.unravel_index(np.argmax(upsampled), upsampled.shape)
-        x0, y0, x1, y1 = BOXES[result.item.relative]
+        x0, y0, x1, y1 = BOXES[result.input.relative]
         assert x0 <= x <= x1 and y0 <= y <= y1, f"{name}: peak at ({x}, {y})"

@@ -6,9 +6,9 @@ import pytest
 from conftest import gap_model
 
 from camcli.errors import CamNotApplicable, ModelError, UnknownModel, UsageProblem
+from camcli.explainer import build_explainer
 from camcli.methods import CAM
 from camcli.models import BUILTIN, load
-from camcli.pipeline import Explainer
 
 
 @pytest.mark.parametrize("name, map_size", [
@@ -18,7 +18,7 @@ from camcli.pipeline import Explainer
 def test_builtin_model_registered_layer_and_head(name, map_size):
     loaded = load(name, weights=None)
     assert loaded.input_size == (224, 224) and len(loaded.labels) == 1000
-    explainer = Explainer(loaded)  # Grad-CAM, the default method
+    explainer = build_explainer(loaded)  # Grad-CAM, the default method
     assert explainer.layer == BUILTIN[name].target_layer
     assert tuple(explainer.graph.model.outputs[0].shape[1:3]) == (map_size, map_size)
     assert explainer.graph.output_kind == "softmax"

@@ -115,7 +115,7 @@ def test_hirescam_is_proportional_to_cam_on_a_gap_dense_head(keras, batch):
 def test_faster_scorecam_with_every_channel_equals_scorecam(keras, batch):
     explained = graph.build(gap_model(keras, channels=6, seed=3))
     full = ScoreCAM(explained)(batch, CLASSES % 3)
-    capped = ScoreCAM(explained, max_maps=6, batch_size=4)(batch, CLASSES % 3)
+    capped = ScoreCAM(explained, max_maps=6, scorecam_batch=4)(batch, CLASSES % 3)
     np.testing.assert_allclose(capped.raw_maps, full.raw_maps, atol=1e-6)
     fewer = ScoreCAM(explained, max_maps=2)(batch, CLASSES % 3)
     assert not np.allclose(fewer.raw_maps, full.raw_maps)
@@ -168,7 +168,7 @@ def test_scorecam_reports_progress(keras, batch):
             updates.append(("close",))
 
     explained = graph.build(gap_model(keras, channels=4))
-    ScoreCAM(explained, batch_size=3, progress=Bar)(batch[:2])
+    ScoreCAM(explained, scorecam_batch=3, progress=Bar)(batch[:2])
     assert updates == [("total", 8), ("update", 3), ("update", 1), ("update", 3),
                        ("update", 1), ("close",)]
 
@@ -177,5 +177,5 @@ def test_scorecam_rejects_bad_settings(keras):
     explained = graph.build(gap_model(keras))
     with pytest.raises(ValueError, match="max_maps must be >= 1, got 0"):
         ScoreCAM(explained, max_maps=0)
-    with pytest.raises(ValueError, match="batch_size must be >= 1, got 0"):
-        ScoreCAM(explained, batch_size=0)
+    with pytest.raises(ValueError, match="scorecam_batch must be >= 1, got 0"):
+        ScoreCAM(explained, scorecam_batch=0)

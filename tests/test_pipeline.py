@@ -12,13 +12,14 @@ from camcli import labels, outputs, pipeline, render
 from camcli.batch import run_batch
 from camcli.models import LoadedModel
 from camcli.options import BatchOptions
+from camcli.session import Session
 
 
 @pytest.fixture
 def explainer(keras):
     model = gap_model(keras, size=16, classes=3, seed=2)
     loaded = LoadedModel("tiny", model, (16, 16), "scale01", labels.generic(3))
-    return pipeline.Explainer(loaded)
+    return Session.create(loaded)
 
 
 @pytest.fixture
@@ -75,9 +76,8 @@ def test_stream_keeps_input_order_across_batches(explainer, tmp_path):
     for i in range(7):
         write_image(tmp_path / "s" / f"{i}.png", size=(20 + i, 20))
     (tmp_path / "s" / "3.png").write_bytes(b"")
-    results = list(pipeline.explain_stream(discover([str(tmp_path / "s")]), explainer,
-                                           batch_size=2))
-    assert [r.item.relative for r in results] == [f"{i}.png" for i in range(7)]
+    results = list(explainer.stream(discover([str(tmp_path / "s")]), batch_size=2))
+    assert [r.input.relative for r in results] == [f"{i}.png" for i in range(7)]
     assert results[3].error == "empty file"
     assert all(r.maps[0].heatmap.shape == (16, 16) for i, r in enumerate(results) if i != 3)
     assert [r.image.shape[1] for i, r in enumerate(results) if i != 3] == [20, 21, 22, 24, 25, 26]

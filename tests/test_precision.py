@@ -11,15 +11,14 @@ from camcli.errors import DeviceError
 from camcli.inputs import discover
 from camcli.models import load
 from camcli.options import ExplainRequest
-from camcli.pipeline import Explainer, explain_stream
+from camcli.session import Session
 
 
 def explain_samples(precision: str, method: str):
-    loaded = load("efficientnet-lite0")
-    backend.apply_precision(loaded.model, precision)
-    explainer = Explainer(loaded, ExplainRequest(method=method))
+    loaded = load("efficientnet-lite0", precision=precision)
+    session = Session.create(loaded, ExplainRequest(method=method))
     photos = sorted(str(p) for p in SAMPLES.iterdir() if p.suffix in (".jpg", ".png"))
-    return {r.item.relative: r for r in explain_stream(discover(photos), explainer)}
+    return {r.input.relative: r for r in session.stream(discover(photos))}
 
 
 @pytest.mark.parametrize("method", ["cam", "gradcam"])

@@ -144,10 +144,10 @@ class Patch(importlib.abc.MetaPathFinder):
             load(module)
             write = module.Executor._write
 
-            def crashing(self, job):
+            def crashing(self, job, *rest):
                 if "crash" in job.item.path:
                     os._exit(3)  # as a segfaulting decoder would
-                write(self, job)
+                write(self, job, *rest)
 
             module.Executor._write = crashing
 

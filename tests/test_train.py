@@ -28,7 +28,7 @@ def trained(tmp_path_factory):
     (work / "tree" / "loose.jpg").write_bytes((work / "tree" / "rocket" / "rocket_0.jpg")
                                               .read_bytes())  # not in a class folder
     model = work / "model.keras"
-    result = run(["train", str(work / "tree"), "--out", str(model), "--val-split", "0.25",
+    result = run(["train", str(work / "tree"), "-o", str(model), "--val-split", "0.25",
                   "--seed", "3", "-q"])
     assert result.exit_code == 0, result.output
     return work, model, result
@@ -71,8 +71,8 @@ def test_the_report_beside_the_model(trained):
     assert set(report["per_class"]) == set(PHOTOS.values())
     assert {s["reason"] for s in report["skipped"]} >= {"not in a class folder"}
     assert any(s["input"].endswith("broken.jpg") for s in report["skipped"])
-    assert report["command"] == (f"camcli train {work / 'tree'} --out {model} --val-split 0.25 "
-                                 "--seed 3 -q")
+    assert report["command"] == (f"camcli train {work / 'tree'} --output {model} "
+                                 "--val-split 0.25 --seed 3 -q")
     assert f"validation: top-1 {report['val_top1']:.1%}" in result.stdout
 
 
@@ -96,7 +96,7 @@ def test_cam_on_the_trained_model_points_at_the_object(trained):
 def test_the_same_seed_gives_the_same_weights(trained, tmp_path):
     work, model, _ = trained
     again = tmp_path / "again.keras"
-    result = run(["train", str(work / "tree"), "--out", str(again), "--val-split", "0.25",
+    result = run(["train", str(work / "tree"), "-o", str(again), "--val-split", "0.25",
                   "--seed", "3", "-q"])
     assert result.exit_code == 0
     first, second = load(str(model)).model, load(str(again)).model
@@ -108,7 +108,7 @@ def test_bad_trees_and_outputs_are_refused(trained, tmp_path):
     work, model, _ = trained
     one = tmp_path / "one"
     pasted_tree(one, per_class=2, photos={"cat.jpg": "cat"})
-    refused = run(["train", str(one), "--out", str(tmp_path / "m.keras")])
+    refused = run(["train", str(one), "-o", str(tmp_path / "m.keras")])
     assert refused.exit_code == 2
     assert refused.stderr.strip().splitlines()[-1] == (
         f"Error: {one} has 1 class folder(s) with images: training needs at least two (one "
@@ -116,16 +116,33 @@ def test_bad_trees_and_outputs_are_refused(trained, tmp_path):
     few = tmp_path / "few"
     pasted_tree(few, per_class=2, photos={"cat.jpg": "cat", "coffee.jpg": "cup"})
     (few / "cup" / "coffee_1.jpg").unlink()
-    refused = run(["train", str(few), "--out", str(tmp_path / "m.keras")])
+    refused = run(["train", str(few), "-o", str(tmp_path / "m.keras")])
     assert refused.exit_code == 2
     assert refused.stderr.strip().splitlines()[-1] == (
         "Error: every class needs at least two images; these have fewer: cup (1)")
-    exists = run(["train", str(work / "tree"), "--out", str(model)])
+    exists = run(["train", str(work / "tree"), "-o", str(model)])
     assert exists.exit_code == 2
     assert exists.stderr.strip().splitlines()[-1] == (
         f"Error: {model} exists: pass --overwrite to replace it")
-    suffix = run(["train", str(work / "tree"), "--out", str(tmp_path / "m.h5")])
-    assert suffix.exit_code == 2 and "--out must end with .keras" in suffix.stderr
+    suffix = run(["train", str(work / "tree"), "-o", str(tmp_path / "m.h5")])
+    assert suffix.exit_code == 2 and "--output must end with .keras" in suffix.stderr
+    missing = run(["train", str(work / "tree")])
+    assert missing.exit_code == 2 and "Error: Missing option '-o' / '--output'." in \
+        missing.stderr
+
+
+def test_the_old_name_of_output_still_works_with_a_warning(trained, tmp_path):
+    work, model, _ = trained
+    old = run(["train", str(work / "tree"), "--out", str(model)])
+    assert old.exit_code == 2  # it reached the model file, which exists
+    assert "camcli: train --out is now -o/--output (--out names a folder in the other " \
+        "commands); --out still works" in old.stderr
+    assert old.stderr.strip().splitlines()[-1] == (
+        f"Error: {model} exists: pass --overwrite to replace it")
+    both = run(["train", str(work / "tree"), "--out", str(model), "-o", str(model)])
+    assert both.exit_code == 2
+    assert both.stderr.strip().splitlines()[-1] == (
+        "Error: give -o/--output once (--out is its old name)")
 
 
 def test_an_interrupted_save_leaves_no_model(trained, tmp_path, monkeypatch):
@@ -138,7 +155,7 @@ def test_an_interrupted_save_leaves_no_model(trained, tmp_path, monkeypatch):
 
     monkeypatch.setattr(camcli.models, "write_metadata", interrupted)
     out = tmp_path / "models" / "m.keras"
-    result = run(["train", str(work / "tree"), "--out", str(out), "-q"])
+    result = run(["train", str(work / "tree"), "-o", str(out), "-q"])
     assert result.exit_code == 1 and "Aborted!" in result.output  # click's Ctrl-C
     assert not out.exists()
     assert not [p for p in (tmp_path / "models").iterdir()]  # no temporary left either

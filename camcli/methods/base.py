@@ -79,6 +79,11 @@ class BaseCAM:
     class_specific: ClassVar[bool] = True
     #: Why the method cannot fuse several layers, or None when it can.
     no_fusion: ClassVar[str | None] = None
+    #: The `camcli.options.ExplainRequest` fields this method's constructor takes, by the
+    #: same names (keyword arguments); they are refused with any other method.
+    options: ClassVar[tuple[str, ...]] = ()
+    #: Whether the constructor takes a ``progress`` hook (slow methods show a second bar).
+    shows_progress: ClassVar[bool] = False
 
     def __init__(self, graph: ExplainGraph, fuse: str = FUSE_MODES[0]):
         if fuse not in FUSE_MODES:
@@ -138,8 +143,8 @@ class BaseCAM:
                 `TOP1` (-1) explains each image's top-1 prediction.
         """
         if self._step is None:
-            self._step = _compile(self._explain, batch)
-        probabilities, chosen, raw, maps = self._step(batch, _requested(class_index, batch))
+            self._step = compile_step(self._explain, batch)
+        probabilities, chosen, raw, maps = self._step(batch, as_requested(class_index, batch))
         return Explanation(probabilities.numpy(), chosen.numpy(), raw.numpy(), maps.numpy())
 
 
@@ -165,15 +170,18 @@ def forward(graph: ExplainGraph, x, requested):
     return features, probabilities, class_index, score
 
 
-def _compile(fn, batch: np.ndarray):
-    # One trace for every batch size (the last batch of a run is usually smaller).
+def compile_step(fn, batch: np.ndarray):
+    """``fn(images, requested)`` as one `tf.function` traced once for every batch size
+    (the last batch of a run is usually smaller)."""
     tf = tensorflow()
     image_spec = tf.TensorSpec((None,) + tuple(batch.shape[1:]), tf.float32)
     return tf.function(fn, input_signature=[image_spec, tf.TensorSpec((None,), tf.int32)],
                        autograph=False)
 
 
-def _requested(class_index: int | np.ndarray, batch: np.ndarray):
+def as_requested(class_index: int | np.ndarray, batch: np.ndarray):
+    """The requested classes as the int32 tensor `compile_step` functions take, one per
+    image of ``batch``."""
     requested = np.broadcast_to(np.asarray(class_index, np.int32), (len(batch),))
     return tensorflow().constant(requested)
 
@@ -211,6 +219,6 @@ class Predictor:
 
     def __call__(self, batch: np.ndarray, class_index: int | np.ndarray = TOP1) -> Explanation:
         if self._step is None:
-            self._step = _compile(self._predict, batch)
-        probabilities, chosen = self._step(batch, _requested(class_index, batch))
+            self._step = compile_step(self._predict, batch)
+        probabilities, chosen = self._step(batch, as_requested(class_index, batch))
         return Explanation(probabilities.numpy(), chosen.numpy())

@@ -14,8 +14,17 @@ from collections.abc import Callable
 import numpy as np
 
 from camcli.backend import tensorflow
-from camcli.methods.base import BaseCAM, Explanation, _compile, _requested, forward, normalise
-from camcli.options import ExplainRequest, default
+from camcli.methods.base import (
+    BaseCAM,
+    Explanation,
+    as_requested,
+    compile_step,
+    forward,
+    normalise,
+)
+
+#: Masked images per forward pass, by default (``--scorecam-batch``).
+DEFAULT_SCORECAM_BATCH = 64
 
 
 class ScoreCAM(BaseCAM):
@@ -24,23 +33,25 @@ class ScoreCAM(BaseCAM):
     cost = "1 + C forwards (C channels, or --max-maps)"
     use_when = "no gradients needed; robust to saturated gradients; slow"
     no_fusion = "each layer would need its own masked passes (C forwards a layer)"
+    options = ("max_maps", "scorecam_batch")
+    shows_progress = True
 
-    def __init__(self, graph, batch_size: int = default(ExplainRequest, "scorecam_batch"),
-                 max_maps: int | None = None,
-                 progress: Callable[[int], object] | None = None, fuse: str = "mean"):
+    def __init__(self, graph, fuse: str = "mean", *, max_maps: int | None = None,
+                 scorecam_batch: int = DEFAULT_SCORECAM_BATCH,
+                 progress: Callable[[int], object] | None = None):
         """
         Args:
-            batch_size: masked inputs per forward pass.
             max_maps: keep the K channels of highest variance (None: all channels).
+            scorecam_batch: masked inputs per forward pass.
             progress: ``progress(total)`` returns a tqdm-like object (``update``, ``close``)
                 shown while the masked passes run.
         """
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if scorecam_batch < 1:
+            raise ValueError(f"scorecam_batch must be >= 1, got {scorecam_batch}")
         if max_maps is not None and max_maps < 1:
             raise ValueError(f"max_maps must be >= 1, got {max_maps}")
         super().__init__(graph, fuse)
-        self.batch_size, self.max_maps, self.progress = batch_size, max_maps, progress
+        self.batch_size, self.max_maps, self.progress = scorecam_batch, max_maps, progress
         self._score_step = None
 
     def _first_pass(self, x, requested):
@@ -54,9 +65,9 @@ class ScoreCAM(BaseCAM):
     def __call__(self, batch: np.ndarray, class_index=-1) -> Explanation:
         tf = tensorflow()
         if self._step is None:
-            self._step = _compile(self._first_pass, batch)
-            self._score_step = _compile(self._masked_scores, batch)
-        features, probabilities, chosen = self._step(batch, _requested(class_index, batch))
+            self._step = compile_step(self._first_pass, batch)
+            self._score_step = compile_step(self._masked_scores, batch)
+        features, probabilities, chosen = self._step(batch, as_requested(class_index, batch))
         channels = int(features.shape[-1])
         kept = channels if self.max_maps is None else min(self.max_maps, channels)
         bar = self.progress(len(batch) * kept) if self.progress else None
