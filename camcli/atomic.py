@@ -10,6 +10,8 @@ import os
 import re
 import tempfile
 
+from camcli.checkpoints import reached
+
 
 def _current_umask() -> int:
     mask = os.umask(0)
@@ -65,6 +67,7 @@ def write_atomic(path: str, data: bytes) -> None:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        reached("renaming")
         os.replace(tmp, path)
     except BaseException:
         try:

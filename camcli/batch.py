@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 
 from camcli import outputs
 from camcli.atomic import remove_stale_temporaries
+from camcli.checkpoints import reached
 from camcli.classes import with_classes
 from camcli.errors import OutputError
 from camcli.inputs import InputItem, check_inputs, discover
@@ -354,6 +355,7 @@ class Recorder:
             self.fatal = self.fatal or job.fatal
             return
         self.writer.append(job.records)
+        reached("recorded")
         if job.error is None:
             self.summary.written += 1
             self.means.add(job.records[0].metrics)

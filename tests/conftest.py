@@ -74,9 +74,9 @@ def model_files(keras, tmp_path_factory):
     gap_model(keras, size=32, channels=6, classes=3, seed=1).save(gap)
     inputs = keras.Input((32, 32, 3))
     x = keras.layers.Conv2D(4, 3, name="conv")(inputs)
-    x = keras.layers.Flatten()(x)
+    x = keras.layers.Flatten(name="flatten")(x)  # named: messages quote it, in any test order
     flat = folder / "tiny_flat.keras"
-    keras.Model(inputs, keras.layers.Dense(3, activation="softmax")(x)).save(flat)
+    keras.Model(inputs, keras.layers.Dense(3, activation="softmax", name="fc")(x)).save(flat)
     labels = folder / "labels.txt"
     labels.write_text("red thing\ngreen thing\nblue thing\n")
     tie = folder / "tiny_tie.keras"  # ImageNet's tabby and Egyptian cat always tie
@@ -105,6 +105,38 @@ def run(args, cwd=None):
         os.chdir(previous)
 
 
+class Paused:
+    """A camcli subprocess that pauses at a point the test chooses (`camcli.checkpoints`):
+    ``Paused(command, "recorded", 12, folder)`` starts it, `wait` returns once it is paused
+    there, `resume` lets it go on. The test kills or signals it at that point, not after a
+    sleep that a fast or slow machine would turn into another test."""
+
+    def __init__(self, command: list[str], point: str, count: int, folder: Path, **popen):
+        import subprocess
+
+        from camcli.checkpoints import ENVIRONMENT
+
+        self.folder = folder
+        folder.mkdir(parents=True, exist_ok=True)
+        for name in ("paused", "resume"):
+            (folder / name).unlink(missing_ok=True)
+        env = dict(popen.pop("env", os.environ), **{ENVIRONMENT: f"{point}:{count}:{folder}"})
+        self.process = subprocess.Popen(command, env=env, **popen)
+
+    def wait(self, timeout: float = 300) -> None:
+        """Block until the process is paused. Fails if it ended first."""
+        import time
+
+        deadline = time.monotonic() + timeout
+        while not (self.folder / "paused").exists():
+            assert self.process.poll() is None, "the run ended before the pause point"
+            assert time.monotonic() < deadline, "the run never reached the pause point"
+            time.sleep(0.01)
+
+    def resume(self) -> None:
+        (self.folder / "resume").touch()
+
+
 def png_header_only(width: int, height: int) -> bytes:
     """A valid PNG header declaring ``width`` x ``height`` and no pixel data."""
     import struct
@@ -130,6 +162,31 @@ def write_image(path: Path, size=(64, 48), color=(200, 30, 30), mode="RGB", fmt=
     path.parent.mkdir(parents=True, exist_ok=True)
     image.save(path, format=fmt)
     return path
+
+
+def _untracked_files() -> set[str] | None:
+    """The repository's untracked files (``git status``), or None without git."""
+    import subprocess
+
+    try:
+        done = subprocess.run(["git", "status", "--porcelain", "--untracked-files=all"],
+                              cwd=REPO, capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if done.returncode != 0:
+        return None
+    return {line[3:] for line in done.stdout.splitlines() if line.startswith("??")}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def working_tree_stays_clean():
+    """No test writes into the repository: a file a test leaves there (a picture written
+    to the current folder) fails the run, named."""
+    before = _untracked_files()
+    yield
+    after = _untracked_files()
+    if before is not None and after is not None:
+        assert after <= before, f"the tests wrote into the working tree: {sorted(after - before)}"
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -253,39 +253,44 @@ def test_python_dash_m_and_version():
 
 def test_ctrl_c_finishes_in_flight_writes_and_resume_completes(tmp_path, model_args):
     import signal
-    import time
 
+    from conftest import Paused
     from conftest import write_image as make
 
+    count = 200
     photos = tmp_path / "many"
-    for i in range(1500):
+    for i in range(count):
         make(photos / f"{i:04d}.png", size=(40, 30))
     out = tmp_path / "out"
     command = [sys.executable, "-m", "camcli", "batch", str(photos), "--out", str(out),
-               "--batch-size", "4", *model_args]
+               "--batch-size", "4", "-q", *model_args]
     run_env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                               text=True, env=run_env, cwd=REPO)
-    manifest_path = out / "manifest.jsonl"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and process.poll() is None:
-        if manifest_path.exists() and manifest_path.stat().st_size > 0:
-            break
-        time.sleep(0.02)
-    process.send_signal(signal.SIGINT)
-    _, err = process.communicate(timeout=120)
-    assert process.returncode == 130, err[-2000:]
+    # Paused after its 10th record: Ctrl-C lands mid-run whatever the machine's speed.
+    paused = Paused(command, "recorded", 10, tmp_path / "pause", stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE, text=True, env=run_env, cwd=REPO)
+    paused.wait()
+    paused.process.send_signal(signal.SIGINT)
+    said = ""
+    while "stopping after the images in flight" not in said:  # the handler has run
+        line = paused.process.stderr.readline()
+        assert line, "the run ended without taking the Ctrl-C"
+        said += line
+    paused.resume()
+    _, err = paused.process.communicate(timeout=300)
+    assert paused.process.returncode == 130, err[-2000:]
     assert err.strip().endswith("(interrupted)")
     records = manifest(out)
     written = sorted(p.relative_to(out) for p in out.rglob("*.jpg"))
-    assert 0 < len(records) == len(written) < 1500  # every record has its file, and only those
+    # Every record has its file, and only those; the stop came long before the end: at
+    # most the images in flight (two batches decoding, twice a batch writing) follow it.
+    assert 10 <= len(records) == len(written) <= 10 + 4 * 4
     assert not [p for p in out.iterdir() if p.name.startswith(".camcli-")]
 
     resumed = run(["batch", str(photos), "--out", str(out), *model_args])
     assert resumed.exit_code == 0
-    assert f"1500 inputs: {1500 - len(records)} written, {len(records)} already done" \
+    assert f"{count} inputs: {count - len(records)} written, {len(records)} already done" \
         in resumed.stderr
-    assert len(manifest(out)) == 1500
+    assert len(manifest(out)) == count
 
 
 def test_device_from_the_environment(photos, model_args, monkeypatch):
@@ -433,54 +438,55 @@ def test_bad_shard_is_a_usage_error(tmp_path, model_args, value):
     assert "is not K/N with 1 <= K <= N" in result.stderr
 
 
-def test_sigkill_at_random_moments_then_resume(tmp_path, model_args):
-    kill_five_times_then_finish(tmp_path, model_args, count=700)
+def test_sigkill_mid_run_then_resume(tmp_path, model_args):
+    kill_five_times_then_finish(tmp_path, model_args, count=100)
+
+
+#: Where the five kills land: after a process's N-th record (the manifest just appended),
+#: or while its N-th file is complete under a temporary name and not yet renamed.
+KILLS = (("recorded", 7), ("renaming", 5), ("recorded", 13), ("renaming", 9), ("recorded", 3))
 
 
 def kill_five_times_then_finish(tmp_path, model_args, count: int):
-    """Killed five times mid-run, then run to completion: every input has exactly one
-    complete JPEG and exactly one record; nothing recorded was redone; no torn line."""
-    import random
+    """Killed five times mid-run, at points the test chooses (`KILLS`), then run to
+    completion: every input has exactly one complete JPEG and exactly one record; nothing
+    recorded was redone; no torn line; no temporary left."""
     import signal
-    import time
+
+    from conftest import Paused
 
     photos = tmp_path / "many"
     for i in range(count):
         write_image(photos / f"d{i % 7}" / f"{i:04d}.png", size=(40 + i % 9, 30))
     out = tmp_path / "out"
-    manifest_path = out / "manifest.jsonl"
     command = [sys.executable, "-m", "camcli", "batch", str(photos), "--out", str(out),
                "--batch-size", "4", "-q", *model_args]
-    rng = random.Random(7)
 
     def recorded():
-        if not manifest_path.exists():
+        if not (out / "manifest.jsonl").exists():
             return {}
         rows = manifest(out)  # raises if a line is torn
         return {r["input"]: os.stat(out / r["output"]).st_mtime_ns for r in rows}
 
-    kills, previous = 0, {}
-    while kills < 5:
+    previous = {}
+    for number, (point, at) in enumerate(KILLS):
         before = len(recorded())
-        process = subprocess.Popen(command, stdout=subprocess.DEVNULL,
-                                   stderr=subprocess.DEVNULL, cwd=REPO)
-        target = before + rng.randint(1, count // 12)
-        deadline = time.monotonic() + 120
-        while process.poll() is None and time.monotonic() < deadline:
-            if manifest_path.exists() and len(manifest_path.read_bytes().splitlines()) >= target:
-                break
-            time.sleep(rng.uniform(0.0, 0.05))
-        if process.poll() is not None:
-            break  # finished before we could kill it: nothing left to test
-        process.send_signal(signal.SIGKILL)
-        process.wait()
-        kills += 1
+        paused = Paused(command, point, at, tmp_path / f"pause{number}",
+                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=REPO)
+        paused.wait()
+        paused.process.send_signal(signal.SIGKILL)
+        paused.process.wait()
         snapshot = recorded()
-        assert len(snapshot) >= before
+        if point == "recorded":
+            assert len(snapshot) == before + at  # only the main thread appends
+        else:  # the writer's complete temporary is left behind, never renamed
+            pid = paused.process.pid
+            assert list(out.rglob(f".camcli-{pid}-*.tmp")), "no temporary at the kill"
+            assert len(snapshot) >= before
         for path, stamp in previous.items():
             assert snapshot[path] == stamp, f"{path} was redone"
         previous = snapshot
-    assert kills == 5
+    assert len(previous) < count  # the kills left work for the last run
 
     final = run(command[3:])  # the same batch arguments, in-process
     assert final.exit_code == 0, final.output

@@ -88,10 +88,19 @@ def test_resize_for_model_shape_and_range():
     assert np.allclose(resized, 200.0)
 
 
-def test_resize_of_a_large_photo_matches_a_single_area_resize():
+def test_resize_of_a_large_photo_is_an_area_resize():
     import cv2
 
-    photo = load_rgb(str(__import__("conftest").SAMPLES / "motorcycle.jpg"))  # 741x500
-    fast = resize_for_model(photo, (224, 224))
-    exact = cv2.resize(photo, (224, 224), interpolation=cv2.INTER_AREA).astype(np.float32)
-    assert np.abs(fast - exact).mean() < 2.5  # measured 1.96; a wrong resize gives tens
+    # A whole-factor shrink is one box filter either way: the two steps equal one exactly.
+    square = np.random.default_rng(3).integers(0, 256, (448, 448, 3), dtype=np.uint8)
+    np.testing.assert_array_equal(
+        resize_for_model(square, (224, 224)),
+        cv2.resize(square, (224, 224), interpolation=cv2.INTER_AREA).astype(np.float32))
+    # Otherwise it still averages every pixel (no aliasing): a one-pixel checkerboard
+    # becomes flat mid-grey, where a resize that samples pixels (bilinear) shows a pattern.
+    y, x = np.mgrid[0:500, 0:741]
+    board = np.repeat((((x + y) % 2) * 255).astype(np.uint8)[:, :, None], 3, axis=2)
+    shrunk = resize_for_model(board, (224, 224))
+    assert abs(shrunk.mean() - 127.5) <= 0.5 and shrunk.std() <= 2.0
+    sampled = cv2.resize(board, (224, 224), interpolation=cv2.INTER_LINEAR)
+    assert sampled.std() > 20  # what the test would see if the shrink aliased

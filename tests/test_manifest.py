@@ -91,7 +91,7 @@ def test_rerunning_on_tied_outputs_writes_and_appends_nothing(photos, tmp_path, 
 def test_sigkill_with_tied_outputs_leaves_one_record_per_input(tmp_path, model_files):
     from test_cli import kill_five_times_then_finish
 
-    kill_five_times_then_finish(tmp_path, tie_args(model_files), count=300)
+    kill_five_times_then_finish(tmp_path, tie_args(model_files), count=100)
 
 
 # -- requests, groups and supersession --------------------------------------------------------
