@@ -27,7 +27,6 @@ import functools
 import hashlib
 import logging
 import os
-import tempfile
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -35,7 +34,6 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from camcli import outputs
-from camcli.atomic import remove_stale_temporaries
 from camcli.checkpoints import reached
 from camcli.classes import with_classes
 from camcli.errors import OutputError
@@ -53,6 +51,7 @@ from camcli.metrics import RunningMeans
 from camcli.options import BatchOptions
 from camcli.pipeline import ImageResult
 from camcli.session import Session
+from camcli.storage import store_for
 
 log = logging.getLogger("camcli")
 
@@ -173,10 +172,12 @@ def selected(inputs: Sequence[str], options: BatchOptions) -> Iterator[InputItem
 
 def plan(items: Iterable[InputItem], options: BatchOptions,
          request: Callable[[InputItem], Request], top_k_maps: int | None,
-         done: dict[str, Group], exists: Callable[[str], bool] = os.path.isfile
+         done: dict[str, Group], exists: Callable[[str], bool] | None = None
          ) -> Iterator[Job]:
     """A job per input, marked ``done`` when ``done`` (the manifest's latest groups, keeping
-    each record's ``(output, map)``) answers ``request(item)`` with every file present."""
+    each record's ``(output, map)``) answers ``request(item)`` with every file present
+    (``exists``: default, the output folder's store says)."""
+    exists = exists or store_for(options.out_dir).isfile
     names = outputs.MirroredNames(options.out_dir)
     for item in items:
         output = names(item.relative)
@@ -456,14 +457,12 @@ def run_batch(inputs: Sequence[str], session: Session, options: BatchOptions,
 
 def _prepare(out_dir: str) -> None:
     """Check that ``out_dir`` can be written, and clear what killed runs left in it."""
+    store = store_for(out_dir)
     try:
-        os.makedirs(out_dir, exist_ok=True)
-        fd, probe = tempfile.mkstemp(dir=out_dir, prefix=".camcli-probe-")
-        os.close(fd)
-        os.unlink(probe)
+        store.check_writable(out_dir)
     except OSError as exc:
         raise OutputError(f"cannot write to output folder {out_dir}: {exc.strerror or exc}") \
             from None
-    leftovers = remove_stale_temporaries(out_dir)
+    leftovers = store.remove_leftovers(out_dir)
     if leftovers:
         log.info("removed %d temporary files left by an interrupted run", leftovers)

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from camcli.errors import UsageProblem
 from camcli.inputs import InputItem
 from camcli.labels import Resolver
+from camcli.storage import store_for
 
 #: ``--class-from`` value meaning "each input's parent folder names its class".
 FOLDER = "folder"
@@ -53,7 +54,7 @@ def read_table(path: str) -> list[Row]:
         UsageProblem: the file cannot be read or has no ``input`` column / key.
     """
     try:
-        with open(path, encoding="utf-8-sig") as f:
+        with store_for(path).open(path, "r", encoding="utf-8-sig") as f:
             text = f.read()
     except OSError as exc:
         raise UsageProblem(f"cannot read {path}: {exc.strerror or exc}") from None

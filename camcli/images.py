@@ -7,9 +7,7 @@ files give their first frame. Anything unreadable raises `ImageError` naming the
 
 from __future__ import annotations
 
-import os
 import re
-import stat
 import warnings
 
 import cv2
@@ -17,6 +15,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from camcli.errors import ImageError
+from camcli.storage import NotARegularFile, store_for
 
 #: Extensions `batch` picks up by default (compared case-insensitively).
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
@@ -35,18 +34,17 @@ def load_rgb(path: str) -> np.ndarray:
             truncated or too large.
     """
     try:
-        mode = os.stat(path).st_mode
-        if not stat.S_ISREG(mode):  # a FIFO would block open() forever
-            raise ImageError(path, "not a regular file")
-        with warnings.catch_warnings():
+        with store_for(path).open(path, "rb") as f, warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as image:
+            with Image.open(f) as image:
                 _check_size(path, image)
                 image.load()
                 image = ImageOps.exif_transpose(image)
                 return _to_rgb(image)
     except ImageError:
         raise
+    except NotARegularFile:  # a FIFO would block a read for ever
+        raise ImageError(path, "not a regular file") from None
     except FileNotFoundError:
         raise ImageError(path, "file not found") from None
     except IsADirectoryError:
@@ -71,7 +69,7 @@ def load_rgb(path: str) -> np.ndarray:
 
 def _is_empty(path: str) -> bool:
     try:
-        with open(path, "rb") as f:
+        with store_for(path).open(path, "rb") as f:
             return not f.read(1)
     except OSError:
         return False

@@ -7,13 +7,13 @@ the input tree in its output folder. For a single folder the base is the folder 
 from __future__ import annotations
 
 import fnmatch
-import glob
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 from camcli.errors import InputNotFound
 from camcli.images import IMAGE_EXTENSIONS
+from camcli.storage import store_for
 
 _GLOB_CHARS = "*?["
 
@@ -37,7 +37,7 @@ class InputItem:
 
 
 def _is_glob(arg: str) -> bool:
-    return any(c in arg for c in _GLOB_CHARS) and not os.path.lexists(arg)
+    return any(c in arg for c in _GLOB_CHARS) and not store_for(arg).exists(arg)
 
 
 def _glob_root(pattern: str) -> str:
@@ -56,9 +56,9 @@ def check_inputs(args: Sequence[str]) -> None:
         raise InputNotFound("no input given")
     for arg in args:
         if _is_glob(arg):
-            if not glob.glob(arg, recursive=True):
+            if not store_for(arg).glob(arg):
                 raise InputNotFound(f"no file matches {arg!r}")
-        elif not os.path.lexists(arg):
+        elif not store_for(arg).exists(arg):
             raise InputNotFound(f"{arg}: no such file or directory")
 
 
@@ -68,7 +68,7 @@ def base_folder(args: Sequence[str]) -> str:
     for arg in args:
         if _is_glob(arg):
             roots.append(os.path.abspath(_glob_root(arg)))
-        elif os.path.isdir(arg):
+        elif store_for(arg).isdir(arg):
             roots.append(os.path.abspath(arg))
         else:
             roots.append(os.path.dirname(os.path.abspath(arg)))
@@ -108,13 +108,14 @@ def discover(args: Sequence[str], patterns: Sequence[str] | None = None,
         return InputItem(path=path, relative=relative.replace(os.sep, "/"))
 
     for arg in args:
+        store = store_for(arg)
         if _is_glob(arg):
-            for path in sorted(glob.glob(arg, recursive=True)):
-                if os.path.isdir(path) or skip.file(path):
+            for path in store.glob(arg):
+                if store.isdir(path) or skip.file(path):
                     continue
                 if keep(os.path.basename(path)):
                     yield item(path)
-        elif os.path.isdir(arg):
+        elif store.isdir(arg):
             for path in _walk(arg, keep, skip):
                 yield item(path)
         else:
@@ -135,22 +136,19 @@ class _Excluded:
 
 
 def _walk(top: str, keep: _NameFilter, skip: _Excluded) -> Iterator[str]:
+    store = store_for(top)
     visited: set[tuple[int, int]] = set()
 
     def first_visit(folder: str) -> bool:
-        try:
-            st = os.stat(folder)
-        except OSError:
-            return False
-        key = (st.st_dev, st.st_ino)
-        if key in visited:
+        key = store.identity(folder)
+        if key is None or key in visited:
             return False
         visited.add(key)
         return True
 
     if not first_visit(top):
         return
-    for folder, dirnames, filenames in os.walk(top, followlinks=True):
+    for folder, dirnames, filenames in store.walk(top):
         dirnames[:] = sorted(
             d for d in dirnames
             if not skip.is_folder(os.path.join(folder, d)) and first_visit(os.path.join(folder, d))

@@ -13,6 +13,7 @@ from functools import lru_cache
 from importlib import resources
 
 from camcli.errors import ClassError, UsageProblem
+from camcli.storage import store_for
 
 
 @dataclass(frozen=True)
@@ -123,7 +124,7 @@ def from_file(path: str) -> Labels:
     """Read a labels file: one class name per line, in class-index order; blank lines kept
     out at the end only."""
     try:
-        with open(path, encoding="utf-8") as f:
+        with store_for(path).open(path, "r", encoding="utf-8") as f:
             lines = [line.rstrip("\r\n") for line in f]
     except OSError as exc:
         raise UsageProblem(f"cannot read labels file {path}: {exc.strerror or exc}") from None

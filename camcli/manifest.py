@@ -28,6 +28,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from camcli.errors import OutputError
+from camcli.storage import store_for
 from camcli.targets import CLASS_SOURCES
 from camcli.targets import KINDS as TARGETS
 
@@ -196,11 +197,12 @@ def _schema_1_path(path: str | None, folder: str) -> str | None:
     if not path:
         return None
     absolute = os.path.abspath(path)
-    if os.path.isfile(absolute) and absolute.startswith(os.path.abspath(folder) + os.sep):
+    store = store_for(folder)
+    if store.isfile(absolute) and absolute.startswith(os.path.abspath(folder) + os.sep):
         return relative_to(absolute, folder)
     parts = os.path.normpath(path).split(os.sep)
     for start in range(1, len(parts)):
-        if os.path.isfile(os.path.join(folder, *parts[start:])):
+        if store.isfile(os.path.join(folder, *parts[start:])):
             return "/".join(parts[start:])
     return relative_to(absolute, folder)
 
@@ -218,13 +220,9 @@ class ManifestWriter:
 
     def __init__(self, path: str):
         self.path = path
-        self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
-        size = os.fstat(self._fd).st_size
-        if size:
-            with open(path, "rb") as f:
-                f.seek(size - 1)
-                if f.read(1) != b"\n":  # a line torn by a killed run: end it
-                    os.write(self._fd, b"\n")
+        self._file = store_for(path).appender(path)
+        if not self._file.ends_cleanly():  # a line torn by a killed run: end it
+            self._file.append(b"\n")
 
     def append(self, records: list[Record]) -> None:
         """Append ``records`` (one input's group) with one write, stamped with the time.
@@ -237,17 +235,14 @@ class ManifestWriter:
             record.time = stamp
         data = "".join(record.to_json() + "\n" for record in records).encode("utf-8")
         try:
-            written = os.write(self._fd, data)
-            while written < len(data):  # only a full disk writes part of a buffer
-                written += os.write(self._fd, data[written:])
+            self._file.append(data)
         except OSError as exc:
             raise OutputError(f"cannot write the manifest {self.path}: "
                               f"{exc.strerror or exc}; run the same command again to resume "
                               "once it can be written") from None
 
     def close(self) -> None:
-        os.fsync(self._fd)
-        os.close(self._fd)
+        self._file.close()
 
 
 # -- reading -----------------------------------------------------------------------------
@@ -258,7 +253,7 @@ def read(path: str) -> Iterator[Record]:
     skipped. A missing file has none."""
     folder = os.path.dirname(os.path.abspath(path))
     try:
-        f = open(path, encoding="utf-8", errors="replace")
+        f = store_for(path).open(path, "r", encoding="utf-8", errors="replace")
     except FileNotFoundError:
         return
     with f:
@@ -270,7 +265,7 @@ def read(path: str) -> Iterator[Record]:
 
 def parts(folder: str) -> list[str]:
     """Every manifest file in ``folder`` (the run's and each shard's), in a stable order."""
-    found = glob.glob(os.path.join(glob.escape(folder), "manifest*.jsonl"))
+    found = store_for(folder).glob(os.path.join(glob.escape(folder), "manifest*.jsonl"))
     return sorted(found, key=lambda p: (os.path.basename(p) != MANIFEST_NAME, p))
 
 

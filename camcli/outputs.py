@@ -4,7 +4,7 @@ Shared by ``batch`` (a mirrored tree under ``--out``) and the single-image comma
 (``<stem>_<method>.jpg``). One image gives one picture per map: one by default, or one per
 rank with ``--top-k-maps`` (``<name>.<rank>-<label>.jpg``). A picture is an overlay, or
 with ``RenderStyle.panel`` the original | heatmap | overlay panel under a caption. Every
-file is written atomically (`camcli.atomic.write_atomic`).
+file is written whole (`camcli.storage.LocalStore.write_atomic`).
 """
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from camcli.atomic import write_atomic
 from camcli.errors import OutputError
 from camcli.options import RenderStyle
+from camcli.storage import store_for
 
 #: Write errors that are about the output location, not the input: they stop the run.
 FATAL_WRITE_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS}
@@ -112,9 +112,11 @@ def write(result, picture: Picture, style: RenderStyle, method: str, labels,
         drawn = render.overlay(result.image, picture.heatmap, style.alpha, style.colormap)
         if picture.box is not None:
             localise.draw_box(drawn, picture.box)
-    write_atomic(picture.path, render.encode_jpeg(drawn, style.quality))
+    store = store_for(picture.path)
+    store.write_atomic(picture.path, render.encode_jpeg(drawn, style.quality))
     if picture.map_path is not None:
-        write_atomic(picture.map_path, render.encode_npy(picture.heatmap.astype("float32")))
+        store.write_atomic(picture.map_path,
+                           render.encode_npy(picture.heatmap.astype("float32")))
 
 
 @dataclass

@@ -22,9 +22,9 @@ from importlib import resources
 
 from PIL import Image, ImageOps
 
-from camcli.atomic import write_atomic
 from camcli.errors import UsageProblem
 from camcli.manifest import Record, latest, parts
+from camcli.storage import store_for
 
 THUMBNAIL_SIZE = 200
 THUMBNAILS = ".thumbnails"  # hidden: a class folder named "thumbnails" cannot collide
@@ -46,15 +46,15 @@ def _records(out_dir: str) -> list[Record]:
 
 def _thumbnail(source: str | None, target: str) -> bool | None:
     """Make ``target`` from ``source`` unless it is up to date; None when impossible."""
-    if not source or not os.path.isfile(source):
+    if not source or not store_for(source).isfile(source):
         return None
     try:
-        if os.path.getmtime(target) >= os.path.getmtime(source):
+        if store_for(target).mtime(target) >= store_for(source).mtime(source):
             return False
     except OSError:
         pass
     try:
-        with Image.open(source) as image:
+        with store_for(source).open(source, "rb") as f, Image.open(f) as image:
             image.draft("RGB", (THUMBNAIL_SIZE * 2, THUMBNAIL_SIZE * 2))
             image = ImageOps.exif_transpose(image).convert("RGB")
             image.thumbnail((THUMBNAIL_SIZE, THUMBNAIL_SIZE))
@@ -62,7 +62,7 @@ def _thumbnail(source: str | None, target: str) -> bool | None:
 
             buffer = BytesIO()
             image.save(buffer, "JPEG", quality=80)
-        write_atomic(target, buffer.getvalue())
+        store_for(target).write_atomic(target, buffer.getvalue())
         return True
     except (OSError, ValueError, Image.DecompressionBombError):
         return None
@@ -92,7 +92,7 @@ def build_report(out_dir: str, workers: int = 2) -> ReportSummary:
     jobs, items = [], []
     for number, record in enumerate(records):
         output = record.path(out_dir)
-        output = output if output and os.path.isfile(output) else None
+        output = output if output and store_for(output).isfile(output) else None
         stem = os.path.splitext(record.output)[0] if output else f"{number:07d}"
         overlay_thumb = os.path.join(thumbs_dir, stem + ".overlay.jpg")
         original_thumb = os.path.join(thumbs_dir, stem + ".original.jpg")
@@ -121,8 +121,8 @@ def build_report(out_dir: str, workers: int = 2) -> ReportSummary:
         if original_made is None:
             item["original"] = None
     path = os.path.join(out_dir, "index.html")
-    write_atomic(path, render_html(items, os.path.basename(os.path.abspath(out_dir)))
-                 .encode("utf-8"))
+    store_for(path).write_atomic(
+        path, render_html(items, os.path.basename(os.path.abspath(out_dir))).encode("utf-8"))
     errors = sum(1 for item in items if item["error"])
     return ReportSummary(path, len(items), errors, sum(1 for m in made if m))
 

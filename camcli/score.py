@@ -30,6 +30,7 @@ from camcli import localise
 from camcli.classes import Table, read_table
 from camcli.errors import UsageProblem
 from camcli.manifest import Record, latest, parts
+from camcli.storage import store_for
 
 #: The pointing game's tolerance, in pixels (Zhang et al. 2016).
 POINTING_TOLERANCE = 15
@@ -147,11 +148,12 @@ def _records(manifests: list[str]) -> dict[str, list[Record]]:
     """Every input's latest records (errors left out), over the given manifests."""
     found: dict[str, list[Record]] = {}
     for given in manifests:
-        if os.path.isdir(given):
+        store = store_for(given)
+        if store.isdir(given):
             folder, names = given, None
             if not parts(folder):
                 raise UsageProblem(f"{given} has no manifest.jsonl: run camcli batch first")
-        elif os.path.isfile(given):
+        elif store.isfile(given):
             folder, names = os.path.dirname(given) or ".", {os.path.abspath(given)}
         else:
             raise UsageProblem(f"{given}: no such manifest or folder")

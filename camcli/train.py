@@ -25,10 +25,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from camcli.atomic import FILE_MODE, write_atomic
+from camcli.atomic import FILE_MODE
 from camcli.errors import UsageProblem
 from camcli.inputs import InputItem, check_inputs, discover
 from camcli.options import ExplainRequest, ModelRequest, TrainOptions
+from camcli.storage import store_for
 
 log = logging.getLogger("camcli")
 
@@ -65,7 +66,7 @@ def classes_of(tree: str, patterns=None) -> tuple[list[str], dict[str, list[Inpu
         UsageProblem: fewer than two classes, or a class with fewer than two images.
     """
     check_inputs([tree])
-    if not os.path.isdir(tree):
+    if not store_for(tree).isdir(tree):
         raise UsageProblem(f"{tree} is not a folder: camcli train takes a folder with one "
                            "sub-folder per class")
     images: dict[str, list[InputItem]] = defaultdict(list)
@@ -151,9 +152,10 @@ def train(tree: str, model: ModelRequest, options: TrainOptions, reporter=None,
                   classes, report)
     _save(session, head, classes, options.output)
     report.seconds = round(time.perf_counter() - started, 1)
-    write_atomic(_report_path(options.output),
-                 (json.dumps(report.to_json(), indent=2, ensure_ascii=False) + "\n")
-                 .encode("utf-8"))
+    report_path = _report_path(options.output)
+    store_for(report_path).write_atomic(
+        report_path, (json.dumps(report.to_json(), indent=2, ensure_ascii=False) + "\n")
+        .encode("utf-8"))
     return report
 
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from conftest import gap_model, write_image
 
-from camcli import labels, outputs, pipeline, render
+from camcli import atomic, labels, pipeline, render
 from camcli.batch import run_batch
 from camcli.models import LoadedModel
 from camcli.options import BatchOptions
@@ -92,7 +92,7 @@ def test_disk_full_stops_the_run_and_resume_finishes_it(explainer, tmp_path, mon
     for i in range(6):
         write_image(tmp_path / "in6" / f"{i}.jpg")
     out = tmp_path / "o"
-    real, calls = outputs.write_atomic, []
+    real, calls = atomic.write_atomic, []
 
     def filling_up(path, data):
         calls.append(path)
@@ -100,7 +100,7 @@ def test_disk_full_stops_the_run_and_resume_finishes_it(explainer, tmp_path, mon
             raise OSError(errno.ENOSPC, "No space left on device")
         real(path, data)
 
-    monkeypatch.setattr(outputs, "write_atomic", filling_up)
+    monkeypatch.setattr(atomic, "write_atomic", filling_up)
     with pytest.raises(OutputError) as info:
         run_batch([str(tmp_path / "in6")], explainer, BatchOptions(out_dir=str(out), workers=1))
     assert str(info.value) == (
@@ -108,7 +108,7 @@ def test_disk_full_stops_the_run_and_resume_finishes_it(explainer, tmp_path, mon
         "before it; run the same command again to resume")
     assert [r["error"] for r in records(out)] == [None, None]  # no error rows for the rest
 
-    monkeypatch.setattr(outputs, "write_atomic", real)
+    monkeypatch.setattr(atomic, "write_atomic", real)
     summary = run_batch([str(tmp_path / "in6")], explainer, BatchOptions(out_dir=str(out)))
     assert (summary.skipped, summary.written, summary.failed) == (2, 4, 0)
     assert sorted(p.name for p in out.glob("*.jpg")) == [f"{i}.jpg" for i in range(6)]
