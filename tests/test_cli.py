@@ -527,3 +527,30 @@ def test_panel_output(photos, tmp_path, model_args):
     assert result.exit_code == 0, result.output
     with Image.open(target) as picture:
         assert picture.size[0] == 3 * 64 and picture.size[1] > 48
+
+
+def test_a_full_disk_stops_the_single_image_commands_too(photos, tmp_path, model_args,
+                                                         monkeypatch):
+    import errno
+
+    from camcli import atomic
+
+    real, written = atomic.write_atomic, []
+
+    def filling_up(path, data):
+        if written:  # the first picture fits, then the disk is full
+            raise OSError(errno.ENOSPC, "No space left on device")
+        written.append(path)
+        real(path, data)
+
+    monkeypatch.setattr(atomic, "write_atomic", filling_up)
+    out = tmp_path / "pictures"
+    result = run(["gradcam", str(photos / "red.jpg"), str(photos / "sub" / "green.png"),
+                  str(photos / "sub" / "deeper" / "blue.jpeg"), "--out", str(out),
+                  *model_args])
+    assert result.exit_code == 1
+    assert result.stdout.count("\n") == 1  # the one picture written, then the stop
+    folder = (out / "sub").resolve()
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"Error: cannot write to {folder}: No space left on device")
+    assert [p.name for p in out.rglob("*.jpg")] == ["red_gradcam.jpg"]
