@@ -139,7 +139,8 @@ def model_options(command):
                      help="Weights of a built-in model: Keras' ImageNet download, random "
                           "(testing only) or a Keras weights file."),
         click.option("--labels", "labels_file", type=click.Path(exists=True, dir_okay=False),
-                     help="Class names, one per line in class order (custom models)."),
+                     help="Class names in class order: one per line, or JSON (a list, or "
+                          "{index: name}) (custom models)."),
         click.option("--preprocess", type=click.Choice(PREPROCESS_NAMES),
                      help="Input preprocessing for a model file [default for files: none]."),
         click.option("--device", default=None, metavar="auto|cpu|gpu|gpu:N",

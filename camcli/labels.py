@@ -121,18 +121,70 @@ def imagenet() -> Labels:
 
 
 def from_file(path: str) -> Labels:
-    """Read a labels file: one class name per line, in class-index order; blank lines kept
-    out at the end only."""
+    """Read a labels file, in class-index order:
+
+    * text: one class name per line (blank lines at the end ignored);
+    * JSON: a list of names (``["cat", "dog"]``), an object from index to name
+      (``{"0": "cat", "1": "dog"}``), or Keras' ImageNet index, index to ``[id, name]``
+      (``{"0": ["n01440764", "tench"]}``; the ids then work for ``--class`` too).
+
+    A file ending in ``.json``, or whose text is valid JSON of those shapes, is read as
+    JSON; anything else is text.
+
+    Raises:
+        UsageProblem: the file cannot be read, is empty, or is JSON of another shape
+            (indices with gaps, names that are not strings).
+    """
     try:
-        with store_for(path).open(path, "r", encoding="utf-8") as f:
-            lines = [line.rstrip("\r\n") for line in f]
+        with store_for(path).open(path, "r", encoding="utf-8-sig") as f:
+            text = f.read()
     except OSError as exc:
         raise UsageProblem(f"cannot read labels file {path}: {exc.strerror or exc}") from None
+    if text.lstrip()[:1] in ("[", "{"):
+        try:
+            document = json.loads(text)
+        except ValueError as exc:
+            if path.lower().endswith(".json"):
+                raise UsageProblem(f"labels file {path} is not valid JSON ({exc})") from None
+        else:
+            return _from_json(path, document)
+    lines = [line.rstrip("\r") for line in text.split("\n")]
     while lines and not lines[-1].strip():
         lines.pop()
     if not lines:
         raise UsageProblem(f"labels file {path} is empty")
     return Labels(names=tuple(line.strip() for line in lines))
+
+
+def _from_json(path: str, document) -> Labels:
+    if isinstance(document, dict):
+        try:
+            by_index = {int(key): value for key, value in document.items()}
+        except ValueError:
+            raise UsageProblem(f"labels file {path}: a JSON object's keys must be class "
+                               "indices (\"0\", \"1\", ...)") from None
+        missing = sorted(set(range(len(by_index))) - set(by_index))
+        if missing:
+            shown = ", ".join(map(str, missing[:10])) + (" ..." if len(missing) > 10 else "")
+            raise UsageProblem(f"labels file {path}: the indices must run from 0 to "
+                               f"{len(by_index) - 1} without gaps; missing {shown}")
+        entries = [by_index[index] for index in range(len(by_index))]
+    elif isinstance(document, list):
+        entries = document
+    else:
+        raise UsageProblem(f"labels file {path}: JSON labels are a list of names or an "
+                           "object from index to name")
+    if not entries:
+        raise UsageProblem(f"labels file {path} is empty")
+    pairs = all(isinstance(e, list) and len(e) == 2 and all(isinstance(v, str) for v in e)
+                for e in entries)
+    if pairs:  # Keras' ImageNet index: [WordNet id, name]
+        return Labels(names=tuple(e[1] for e in entries), ids=tuple(e[0] for e in entries))
+    wrong = next((number for number, e in enumerate(entries) if not isinstance(e, str)), None)
+    if wrong is not None:
+        raise UsageProblem(f"labels file {path}: class {wrong} is not a name "
+                           f"({json.dumps(entries[wrong])[:40]})")
+    return Labels(names=tuple(name.strip() for name in entries))
 
 
 def generic(num_classes: int) -> Labels:
