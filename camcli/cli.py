@@ -480,6 +480,38 @@ def models(fmt):
     click.echo("\n* default. 'cam: no' models are explained with gradcam.")
 
 
+@main.command(short_help="List the layers --layer accepts, with their shapes and the default.")
+@click.argument("model", metavar="NAME|PATH")
+@click.option("--format", "fmt", default="table", show_default=True,
+              type=click.Choice(["table", "json"]),
+              help="table for people; json for scripts (stdout holds nothing else).")
+@click.option("--unsafe-model-code", is_flag=True,
+              help="Run Python code stored in a model file (Lambda layers); only for files "
+                   "you trust.")
+@verbosity_options
+@translate_errors
+def layers(model, fmt, unsafe_model_code):
+    """List every address --layer accepts on MODEL (a built-in name or a .keras / .h5
+    file): each layer with a 4-D output, '/'-separated through nested models, its output
+    shape, and the one explained by default. Built-ins are listed without their weights
+    (nothing is downloaded).
+    """
+    from camcli.models import architecture, graph
+
+    keras_model, registered = architecture(model, unsafe_model_code)
+    found = graph.layers(keras_model, registered)
+    if fmt == "json":
+        click.echo(json.dumps([{"address": f.address, "shape": list(f.shape), "grid": None,
+                                "prefix_tokens": None, "default": f.default} for f in found],
+                              indent=2))
+        return
+    width = max([len("address")] + [len(f.address) for f in found])
+    click.echo(f"{'address':<{width}}  shape")
+    for f in found:
+        shape = "x".join("?" if d is None else str(d) for d in f.shape[1:])
+        click.echo(f"{f.address:<{width}}  {shape}{'  (default)' if f.default else ''}")
+
+
 @main.command()
 @click.argument("out_dir", type=click.Path(exists=True, file_okay=False))
 @verbosity_options

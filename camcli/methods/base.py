@@ -19,7 +19,7 @@ from typing import ClassVar
 import numpy as np
 
 from camcli.backend import tensorflow
-from camcli.errors import UsageProblem
+from camcli.errors import LayerError, UsageProblem
 from camcli.models.graph import ExplainGraph
 
 
@@ -126,7 +126,15 @@ class BaseCAM:
                 features, probabilities, class_index, score = forward(self.graph, x, requested)
             # Images in a batch are independent at inference, so the gradient of the summed
             # scores holds each image's own d(score)/d(features).
-            gradients = [tf.cast(g, tf.float32) for g in tape.gradient(score, features)]
+            gradients = tape.gradient(score, features)
+            for layer, gradient in zip(self.graph.layers, gradients, strict=True):
+                if gradient is None:
+                    raise LayerError(
+                        f"{self.name} needs the gradient of the class score at layer "
+                        f"{layer!r}, and Keras gives none there (a preprocessing layer such "
+                        "as Rescaling, or one whose output the classifier does not use); "
+                        "choose a later layer ('camcli layers MODEL' lists them)")
+            gradients = [tf.cast(g, tf.float32) for g in gradients]
         else:
             features, probabilities, class_index, _ = forward(self.graph, x, requested)
             gradients = [None] * len(features)

@@ -3,9 +3,9 @@ into a `LoadedModel` (`loading`), and camcli's metadata inside ``.keras`` files
 (`metadata`). The graph split at the target layer is `graph`.
 """
 
-from camcli.models.loading import MODEL_FILE_SUFFIXES, LoadedModel, load
+from camcli.models.loading import MODEL_FILE_SUFFIXES, LoadedModel, architecture, load
 from camcli.models.metadata import METADATA_MEMBER, read_metadata, write_metadata
 from camcli.models.registry import BUILTIN, DEFAULT_MODEL, ModelSpec
 
 __all__ = ["BUILTIN", "DEFAULT_MODEL", "METADATA_MEMBER", "MODEL_FILE_SUFFIXES", "LoadedModel",
-           "ModelSpec", "load", "read_metadata", "write_metadata"]
+           "ModelSpec", "architecture", "load", "read_metadata", "write_metadata"]

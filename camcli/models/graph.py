@@ -229,6 +229,60 @@ def _cam_head(calls: list[_Call], features, output) -> tuple[Any, str | None]:
     return dense.kernel, None
 
 
+def _replayed(model):
+    """``(fresh input, replay, output)``: ``model`` replayed on a new input."""
+    import keras
+
+    tensorflow()
+    if not model.inputs:
+        raise LayerError(f"model {model.name!r} is not built: it has no defined input")
+    original_input = model.inputs[0]
+    fresh = keras.Input(batch_shape=tuple(original_input.shape), dtype=original_input.dtype,
+                        name="camcli_input")
+    replay = _Replay()
+    output = replay.run(model, fresh if len(model.inputs) == 1 else [fresh])
+    return fresh, replay, keras.tree.flatten(output)[0]
+
+
+@dataclass(frozen=True)
+class LayerInfo:
+    """One address ``--layer`` accepts.
+
+    Attributes:
+        address: the layer's path, '/'-separated through nested models.
+        shape: its output shape (None: any batch size).
+        default: whether it is the layer explained when none is asked for.
+    """
+
+    address: str
+    shape: tuple
+    default: bool
+
+
+def layers(model, registered: str | None = None) -> list[LayerInfo]:
+    """Every layer of ``model`` that ``--layer`` accepts (a 4-D output), in graph order,
+    and which is explained by default: ``registered`` (the model's own), else the last
+    one with height and width above 1.
+
+    Raises:
+        LayerError: a model camcli cannot traverse, or ``registered`` names no layer.
+    """
+    _, replay, _ = _replayed(model)
+    last = {}
+    for call in replay.calls:  # a layer called twice answers to its last call
+        shape = getattr(call.output, "shape", None)
+        if shape is not None and len(shape) == 4:
+            last.pop(call.path, None)
+            last[call.path] = call
+    if registered:
+        default = _find_layer(replay.calls, registered).path
+    else:
+        spatial = [c for c in replay.calls if _spatial(c)]
+        default = spatial[-1].path if spatial else None
+    return [LayerInfo(path, tuple(call.output.shape), path == default)
+            for path, call in last.items()]
+
+
 def build(model, layer: str | Sequence[str] | None = None, source: str = "as asked"
           ) -> ExplainGraph:
     """Split ``model`` open at ``layer`` (a name or nested path, or several; None: found
@@ -244,16 +298,7 @@ def build(model, layer: str | Sequence[str] | None = None, source: str = "as ask
     """
     import keras
 
-    tensorflow()
-    if not model.inputs:
-        raise LayerError(f"model {model.name!r} is not built: it has no defined input")
-    original_input = model.inputs[0]
-    fresh = keras.Input(batch_shape=tuple(original_input.shape), dtype=original_input.dtype,
-                        name="camcli_input")
-    replay = _Replay()
-    output = replay.run(model, fresh if len(model.inputs) == 1 else [fresh])
-    output = keras.tree.flatten(output)[0]
-
+    fresh, replay, output = _replayed(model)
     names = [layer] if isinstance(layer, str) else list(layer or [])
     if names:
         chosen_all = [_find_layer(replay.calls, name) for name in names]

@@ -100,17 +100,38 @@ def load(
             raise UsageProblem("{weights} applies to built-in models; a model file has its "
                                "own", ("weights",))
         found = _file(name, unsafe_model_code)
-    elif name.lower().endswith(MODEL_FILE_SUFFIXES) or os.sep in name:
-        raise UnknownModel(f"model file not found: {name}")
     else:
-        raise UnknownModel(
-            f"unknown model {name!r}: use a built-in name ({', '.join(BUILTIN)}) "
-            "or the path of a .keras / .h5 file"
-        )
+        raise _not_found(name)
     apply_precision(found.model, precision)
     return LoadedModel(found.name, found.model, found.input_size,
                        preprocess if preprocess is not None else found.preprocess,
                        _labels(found, labels_file), found.default_layer, precision)
+
+
+def architecture(name: str, unsafe_model_code: bool = False) -> tuple[Any, str | None]:
+    """A model's layers without its weights (``camcli layers``): the Keras model (a
+    built-in with random weights, nothing downloaded; a file as saved) and its registered
+    target layer, or None.
+
+    Raises:
+        UnknownModel, ModelError: as `load`.
+    """
+    tensorflow()
+    if name in BUILTIN:
+        spec = BUILTIN[name]
+        with contextlib.redirect_stdout(sys.stderr):
+            return spec.build(None), spec.target_layer
+    if os.path.isfile(name):
+        found = _file(name, unsafe_model_code)
+        return found.model, found.default_layer
+    raise _not_found(name)
+
+
+def _not_found(name: str) -> UnknownModel:
+    if name.lower().endswith(MODEL_FILE_SUFFIXES) or os.sep in name:
+        return UnknownModel(f"model file not found: {name}")
+    return UnknownModel(f"unknown model {name!r}: use a built-in name ({', '.join(BUILTIN)}) "
+                        "or the path of a .keras / .h5 file")
 
 
 def _labels(found: _Found, labels_file: str | None) -> labels_mod.Labels:
