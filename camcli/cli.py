@@ -160,7 +160,8 @@ def model_options(command):
 
 
 def target_options(command):
-    """--layer, --fuse, --class: what in the model is explained."""
+    """--layer, --fuse, --class, --token-grid, --prefix-tokens: what in the model is
+    explained."""
     return _stack(command, [
         click.option("--layer", "layers", multiple=True, metavar="NAME",
                      help="Target layer (name, or path through nested models: "
@@ -174,6 +175,13 @@ def target_options(command):
         click.option("--class", "class_spec", default=None, metavar="INDEX|NAME",
                      help="Class to explain: index, WordNet id or unambiguous name. "
                           "[default: each image's top-1 prediction]"),
+        click.option("--token-grid", default=None, metavar="HxW", callback=_parse_grid,
+                     help="Token layers (vision transformers): the grid of patches, when "
+                          "the token count and input size do not say it."),
+        click.option("--prefix-tokens", type=click.IntRange(min=0), default=None,
+                     metavar="N",
+                     help="Token layers: the class, distillation and register tokens before "
+                          "the patches, when the token count does not say it."),
     ])
 
 
@@ -257,6 +265,15 @@ def _parse_shard(ctx: click.Context, param: click.Parameter, value: str | None):
     match = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", value)
     if not match or not 1 <= int(match.group(1)) <= int(match.group(2)):
         raise click.BadParameter(f"{value!r} is not K/N with 1 <= K <= N (e.g. 3/8)")
+    return int(match.group(1)), int(match.group(2))
+
+
+def _parse_grid(ctx: click.Context, param: click.Parameter, value: str | None):
+    if value is None:
+        return None
+    match = re.fullmatch(r"\s*(\d+)\s*[xX]\s*(\d+)\s*", value)
+    if not match or not int(match.group(1)) or not int(match.group(2)):
+        raise click.BadParameter(f"{value!r} is not HxW with H, W >= 1 (e.g. 14x14)")
     return int(match.group(1)), int(match.group(2))
 
 
@@ -492,23 +509,29 @@ def models(fmt):
 @translate_errors
 def layers(model, fmt, unsafe_model_code):
     """List every address --layer accepts on MODEL (a built-in name or a .keras / .h5
-    file): each layer with a 4-D output, '/'-separated through nested models, its output
-    shape, and the one explained by default. Built-ins are listed without their weights
-    (nothing is downloaded).
+    file): each layer with a 4-D output, or a 3-D token output with its prefix tokens and
+    patch grid, '/'-separated through nested models, its output shape, and the one
+    explained by default. Built-ins are listed without their weights (nothing is
+    downloaded).
     """
     from camcli.models import architecture, graph
 
     keras_model, registered = architecture(model, unsafe_model_code)
     found = graph.layers(keras_model, registered)
     if fmt == "json":
-        click.echo(json.dumps([{"address": f.address, "shape": list(f.shape), "grid": None,
-                                "prefix_tokens": None, "default": f.default} for f in found],
-                              indent=2))
+        click.echo(json.dumps([
+            {"address": f.address, "shape": list(f.shape),
+             "grid": [f.grid.height, f.grid.width] if f.grid else None,
+             "prefix_tokens": f.grid.prefix if f.grid else None, "default": f.default}
+            for f in found], indent=2))
         return
     width = max([len("address")] + [len(f.address) for f in found])
     click.echo(f"{'address':<{width}}  shape")
     for f in found:
         shape = "x".join("?" if d is None else str(d) for d in f.shape[1:])
+        if len(f.shape) == 3:
+            shape += (f"  tokens: {f.grid.prefix} + {f.grid.height}x{f.grid.width}" if f.grid
+                      else "  tokens: give --token-grid / --prefix-tokens")
         click.echo(f"{f.address:<{width}}  {shape}{'  (default)' if f.default else ''}")
 
 

@@ -153,7 +153,8 @@ def build_explainer(loaded: LoadedModel, request: ExplainRequest = ExplainReques
     """
     check_method_options(request)
     source = "as asked" if request.layers else f"the registered layer of {loaded.name}"
-    explained = graph.build(loaded.model, list(request.layers) or loaded.default_layer, source)
+    explained = graph.build(loaded.model, list(request.layers) or loaded.default_layer, source,
+                            request.token_grid, request.prefix_tokens)
     if request.method is None:
         method = Predictor(explained)
     else:

@@ -75,6 +75,11 @@ class ExplainRequest:
             steps (None: no metrics).
         boxes: find each map's box (`camcli.localise.box`), record and draw it.
         box_threshold: the fraction of the map's maximum a box keeps.
+        token_grid: for a token layer (a vision transformer's), its patch grid
+            ``(height, width)`` when the token count does not say it
+            (`camcli.models.tokens`).
+        prefix_tokens: for a token layer, the tokens before the patches (class,
+            distillation, registers) when the token count does not say it.
     """
 
     method: str | None = "gradcam"
@@ -89,6 +94,8 @@ class ExplainRequest:
     metric_steps: int | None = None
     boxes: bool = False
     box_threshold: float = DEFAULT_BOX_THRESHOLD
+    token_grid: tuple[int, int] | None = None
+    prefix_tokens: int | None = None
 
 
 @dataclass(frozen=True)

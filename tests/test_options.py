@@ -66,7 +66,7 @@ TUPLED = {"layer"}
 
 #: A valid value that differs from the default, for options a callback parses; the value
 #: the field then holds.
-PARSED = {"shard": ("2/3", (2, 3)), "actors": ("2:3", (2, 3)),
+PARSED = {"shard": ("2/3", (2, 3)), "actors": ("2:3", (2, 3)), "token_grid": ("3x4", (3, 4)),
           "colormap": ("viridis", "viridis"), "class_from": ("folder", "folder")}
 
 

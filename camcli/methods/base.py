@@ -134,10 +134,13 @@ class BaseCAM:
                         f"{layer!r}, and Keras gives none there (a preprocessing layer such "
                         "as Rescaling, or one whose output the classifier does not use); "
                         "choose a later layer ('camcli layers MODEL' lists them)")
-            gradients = [tf.cast(g, tf.float32) for g in gradients]
+            gradients = [tf.cast(self.graph.as_map(number, g), tf.float32)
+                         for number, g in enumerate(gradients)]
         else:
             features, probabilities, class_index, _ = forward(self.graph, x, requested)
             gradients = [None] * len(features)
+        # A token layer's output (and its gradient, above) as the map of its patches.
+        features = [self.graph.as_map(number, f) for number, f in enumerate(features)]
         raws = [self.raw_map(tf.cast(f, tf.float32), g, class_index)
                 for f, g in zip(features, gradients, strict=True)]
         raw = raws[0] if len(raws) == 1 else fuse([normalise(r) for r in raws], self.fuse)

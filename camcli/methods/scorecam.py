@@ -56,7 +56,8 @@ class ScoreCAM(BaseCAM):
 
     def _first_pass(self, x, requested):
         (features,), probabilities, class_index, _ = forward(self.graph, x, requested)
-        return tensorflow().cast(features, "float32"), probabilities, class_index
+        return (tensorflow().cast(self.graph.as_map(0, features), "float32"), probabilities,
+                class_index)
 
     def _masked_scores(self, x, requested):
         _, probabilities, class_index, _ = forward(self.graph, x, requested)

@@ -23,6 +23,7 @@ from typing import Any
 
 from camcli.backend import tensorflow
 from camcli.errors import LayerError
+from camcli.models import tokens as token_layers
 
 log = logging.getLogger("camcli")
 
@@ -61,6 +62,8 @@ class ExplainGraph:
         cam_kernel: the Dense kernel ``(c, num_classes)`` when the head after the (one)
             target layer is global-average-pooling -> Dense, else None.
         cam_problem: why CAM does not apply (None when it does).
+        grids: per target layer, how its tokens become a map (`tokens.TokenGrid`), or
+            None for a layer that is a map already.
     """
 
     model: Any
@@ -69,6 +72,12 @@ class ExplainGraph:
     num_classes: int
     cam_kernel: Any = None
     cam_problem: str | None = None
+    grids: list = None
+
+    def as_map(self, index: int, tensor):
+        """Target layer ``index``'s output (or its gradient) as an ``(n, h, w, c)`` map."""
+        grid = self.grids[index] if self.grids else None
+        return tensor if grid is None else token_layers.to_grid(tensor, grid)
 
     @property
     def layer(self) -> str:
@@ -152,10 +161,11 @@ def _find_layer(calls: list[_Call], name: str) -> _Call:
         raise LayerError(f"no layer named {name!r} in the model{hint}")
     chosen = exact[-1]
     shape = tuple(chosen.output.shape) if hasattr(chosen.output, "shape") else None
-    if shape is None or len(shape) != 4:
+    if shape is None or len(shape) not in (3, 4):
         raise LayerError(
             f"layer {chosen.path!r} has output shape {shape}: a class activation map needs a "
-            "4-D (batch, height, width, channels) feature map"
+            "4-D (batch, height, width, channels) feature map or 3-D (batch, tokens, "
+            "channels) tokens"
         )
     return chosen
 
@@ -252,11 +262,31 @@ class LayerInfo:
         address: the layer's path, '/'-separated through nested models.
         shape: its output shape (None: any batch size).
         default: whether it is the layer explained when none is asked for.
+        grid: for a token layer, how its tokens make a map (None when that needs
+            ``token_grid`` / ``prefix_tokens``, or for a map).
     """
 
     address: str
     shape: tuple
     default: bool
+    grid: token_layers.TokenGrid | None = None
+
+
+def _input_size(fresh) -> tuple[int, int]:
+    height, width = tuple(fresh.shape)[1:3] if len(fresh.shape) == 4 else (None, None)
+    return height or 0, width or 0
+
+
+def _grid(call: _Call, fresh, token_grid=None, prefix_tokens=None):
+    """The token grid of a 3-D target layer; None for a 4-D one."""
+    shape = tuple(call.output.shape)
+    if len(shape) != 3:
+        return None
+    if shape[1] is None:
+        raise LayerError(f"layer {call.path!r} has a variable number of tokens: camcli needs "
+                         "a model with a fixed input size")
+    return token_layers.infer(shape[1], _input_size(fresh), call.path, token_grid,
+                              prefix_tokens)
 
 
 def layers(model, registered: str | None = None) -> list[LayerInfo]:
@@ -267,11 +297,11 @@ def layers(model, registered: str | None = None) -> list[LayerInfo]:
     Raises:
         LayerError: a model camcli cannot traverse, or ``registered`` names no layer.
     """
-    _, replay, _ = _replayed(model)
+    fresh, replay, _ = _replayed(model)
     last = {}
     for call in replay.calls:  # a layer called twice answers to its last call
         shape = getattr(call.output, "shape", None)
-        if shape is not None and len(shape) == 4:
+        if shape is not None and len(shape) in (3, 4):
             last.pop(call.path, None)
             last[call.path] = call
     if registered:
@@ -279,16 +309,25 @@ def layers(model, registered: str | None = None) -> list[LayerInfo]:
     else:
         spatial = [c for c in replay.calls if _spatial(c)]
         default = spatial[-1].path if spatial else None
-    return [LayerInfo(path, tuple(call.output.shape), path == default)
-            for path, call in last.items()]
+    found = []
+    for path, call in last.items():
+        try:
+            grid = _grid(call, fresh)
+        except LayerError:
+            grid = None  # the options must settle it
+        found.append(LayerInfo(path, tuple(call.output.shape), path == default, grid))
+    return found
 
 
-def build(model, layer: str | Sequence[str] | None = None, source: str = "as asked"
+def build(model, layer: str | Sequence[str] | None = None, source: str = "as asked",
+          token_grid: tuple[int, int] | None = None, prefix_tokens: int | None = None
           ) -> ExplainGraph:
     """Split ``model`` open at ``layer`` (a name or nested path, or several; None: found
     automatically).
 
-    ``source`` says where ``layer`` came from, for the log line.
+    ``source`` says where ``layer`` came from, for the log line. A 3-D target layer is a
+    token layer (`camcli.models.tokens`): ``token_grid`` (height, width) and
+    ``prefix_tokens`` say how its tokens make a map when the token count does not.
 
     The automatic choice is the last layer whose output is a 4-D map with height and width
     above 1, searched through nested backbones too.
@@ -324,6 +363,11 @@ def build(model, layer: str | Sequence[str] | None = None, source: str = "as ask
         kernel, problem = _cam_head(replay.calls, chosen.output, output)
     else:
         kernel, problem = None, "several layers are fused"
+    grids = [_grid(c, fresh, token_grid, prefix_tokens) for c in chosen_all]
+    for call, grid in zip(chosen_all, grids, strict=True):
+        if grid is not None:
+            log.info("layer %s: %d prefix tokens, then a %dx%d grid of patches", call.path,
+                     grid.prefix, grid.height, grid.width)
     explain_model = keras.Model(fresh, [*(c.output for c in chosen_all), logits],
                                 name=f"{model.name}_explain")
     return ExplainGraph(
@@ -333,4 +377,5 @@ def build(model, layer: str | Sequence[str] | None = None, source: str = "as ask
         num_classes=int(output.shape[-1]),
         cam_kernel=kernel,
         cam_problem=problem,
+        grids=grids,
     )
