@@ -203,14 +203,9 @@ class ClassAssigner:
 
     def __init__(self, source: str, labels, num_classes: int, skip_unknown: bool = False):
         self.source = source
-        self.labels, self.num_classes, self.skip_unknown = labels, num_classes, skip_unknown
+        self.labels, self.skip_unknown = labels, skip_unknown
         self.table = None if source == FOLDER else Table(read_table(source), source)
         self._resolve = Resolver(labels, num_classes)
-
-    @property
-    def kind(self) -> str:
-        """``folder`` or ``file``: where the classes come from, for the records."""
-        return FOLDER if self.table is None else "file"
 
     def check(self, items: Iterable[InputItem]) -> int:
         """Look at every input once, before any work; returns how many there are.

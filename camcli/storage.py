@@ -118,9 +118,6 @@ class LocalStore:
             return None
         return st.st_dev, st.st_ino
 
-    def makedirs(self, folder: str) -> None:
-        os.makedirs(folder, exist_ok=True)
-
     def check_writable(self, folder: str) -> None:
         """Create ``folder`` if needed and check that a file can be written in it.
 

@@ -54,8 +54,7 @@ def test_the_local_store_reads_regular_files_only(tmp_path):
 
 def test_whole_writes_and_appends(tmp_path):
     store = store_for(str(tmp_path))
-    target = tmp_path / "sub" / "a.bin"
-    store.makedirs(str(target.parent))
+    target = tmp_path / "sub" / "a.bin"  # its folder is made as it is written
     store.write_atomic(str(target), b"first")
     store.write_atomic(str(target), b"second")
     with store.open(str(target)) as f:

@@ -138,6 +138,18 @@ class _Replay:
         return output
 
 
+def _accepted(call: _Call) -> bool:
+    """Whether ``--layer`` takes this layer: a 4-D map, or 3-D tokens."""
+    shape = getattr(call.output, "shape", None)
+    return shape is not None and len(shape) in (3, 4)
+
+
+def _automatic(calls: list[_Call]) -> _Call | None:
+    """The layer explained when none is asked for: the last 4-D map wider than 1x1."""
+    spatial = [c for c in calls if _spatial(c)]
+    return spatial[-1] if spatial else None
+
+
 def _spatial(call: _Call) -> bool:
     shape = getattr(call.output, "shape", None)
     if shape is None or len(shape) != 4:
@@ -160,8 +172,8 @@ def _find_layer(calls: list[_Call], name: str) -> _Call:
         hint = f"; did you mean {', '.join(close)}?" if close else ""
         raise LayerError(f"no layer named {name!r} in the model{hint}")
     chosen = exact[-1]
-    shape = tuple(chosen.output.shape) if hasattr(chosen.output, "shape") else None
-    if shape is None or len(shape) not in (3, 4):
+    if not _accepted(chosen):
+        shape = tuple(chosen.output.shape) if hasattr(chosen.output, "shape") else None
         raise LayerError(
             f"layer {chosen.path!r} has output shape {shape}: a class activation map needs a "
             "4-D (batch, height, width, channels) feature map or 3-D (batch, tokens, "
@@ -300,15 +312,12 @@ def layers(model, registered: str | None = None) -> list[LayerInfo]:
     fresh, replay, _ = _replayed(model)
     last = {}
     for call in replay.calls:  # a layer called twice answers to its last call
-        shape = getattr(call.output, "shape", None)
-        if shape is not None and len(shape) in (3, 4):
+        if _accepted(call):
             last.pop(call.path, None)
             last[call.path] = call
-    if registered:
-        default = _find_layer(replay.calls, registered).path
-    else:
-        spatial = [c for c in replay.calls if _spatial(c)]
-        default = spatial[-1].path if spatial else None
+    chosen = _find_layer(replay.calls, registered) if registered else \
+        _automatic(replay.calls)
+    default = chosen.path if chosen is not None else None
     found = []
     for path, call in last.items():
         try:
@@ -348,13 +357,12 @@ def build(model, layer: str | Sequence[str] | None = None, source: str = "as ask
         log.info("target layer%s: %s (%s)", "s" if len(paths) > 1 else "", ", ".join(paths),
                  source)
     else:
-        candidates = [c for c in replay.calls if _spatial(c)]
-        if not candidates:
+        chosen = _automatic(replay.calls)
+        if chosen is None:
             raise LayerError(
                 "no layer with a spatial 4-D output (height and width > 1) in the model: "
                 "nothing to build a class activation map from"
             )
-        chosen = candidates[-1]
         chosen_all = [chosen]
         log.info("target layer: %s (last spatial feature map, found automatically)", chosen.path)
 
