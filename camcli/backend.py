@@ -29,12 +29,24 @@ def tensorflow():
     if os.environ["TF_CPP_MIN_LOG_LEVEL"] == "0":
         import tensorflow as tf
 
+        _quiet_known_warnings()
         return tf
     # Some CUDA probes print to file descriptor 2 before TensorFlow's log level applies
     # ("Could not find cuda drivers ..."); silence the descriptor during the import only.
     with quiet_stderr():
         import tensorflow as tf
+    _quiet_known_warnings()
     return tf
+
+
+def _quiet_known_warnings() -> None:
+    """Drop warnings that say nothing to a camcli user on every run."""
+    import warnings
+
+    # keras-hub's Swin hands its window attention a mask the layer ignores, by design.
+    warnings.filterwarnings("ignore", category=UserWarning,
+                            message=r"Layer '.*' \(of type WindowAttention\) was passed "
+                                    "an input with a mask")
 
 
 @contextlib.contextmanager

@@ -13,6 +13,7 @@ maximum, then normalised again (as LayerCAM's paper and pytorch-grad-cam do).
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -20,7 +21,9 @@ import numpy as np
 
 from camcli.backend import tensorflow
 from camcli.errors import LayerError, UsageProblem
-from camcli.models.graph import ExplainGraph
+from camcli.models.graph import INPUT_SUFFIX, ExplainGraph
+
+log = logging.getLogger("camcli")
 
 
 @dataclass
@@ -94,6 +97,7 @@ class BaseCAM:
             raise UsageProblem(f"{self.name} cannot fuse several layers: {self.no_fusion}")
         self.check()
         self._step = None
+        self._warned: set[str] = set()
 
     def check(self) -> None:
         """Raise a `UsageProblem` when the method cannot explain this model."""
@@ -136,15 +140,19 @@ class BaseCAM:
                         "choose a later layer ('camcli layers MODEL' lists them)")
             gradients = [tf.cast(self.graph.as_map(number, g), tf.float32)
                          for number, g in enumerate(gradients)]
+            # Per layer and image: whether the gradient is zero everywhere (a blank map).
+            zero = tf.stack([tf.reduce_all(tf.equal(g, 0.0), axis=[1, 2, 3])
+                             for g in gradients])
         else:
             features, probabilities, class_index, _ = forward(self.graph, x, requested)
             gradients = [None] * len(features)
+            zero = tf.zeros([len(features), tf.shape(x)[0]], tf.bool)
         # A token layer's output (and its gradient, above) as the map of its patches.
         features = [self.graph.as_map(number, f) for number, f in enumerate(features)]
         raws = [self.raw_map(tf.cast(f, tf.float32), g, class_index)
                 for f, g in zip(features, gradients, strict=True)]
         raw = raws[0] if len(raws) == 1 else fuse([normalise(r) for r in raws], self.fuse)
-        return probabilities, class_index, raw, normalise(raw)
+        return probabilities, class_index, raw, normalise(raw), zero
 
     def __call__(self, batch: np.ndarray, class_index: int | np.ndarray = TOP1) -> Explanation:
         """Explain a preprocessed float32 batch ``(n, height, width, 3)``.
@@ -155,8 +163,29 @@ class BaseCAM:
         """
         if self._step is None:
             self._step = compile_step(self._explain, batch)
-        probabilities, chosen, raw, maps = self._step(batch, as_requested(class_index, batch))
+        probabilities, chosen, raw, maps, zero = self._step(batch,
+                                                            as_requested(class_index, batch))
+        self._say_zero_gradients(zero.numpy())
         return Explanation(probabilities.numpy(), chosen.numpy(), raw.numpy(), maps.numpy())
+
+    def _say_zero_gradients(self, zero: np.ndarray) -> None:
+        """Warn, once a layer, when a layer's gradients are all zero for some images: their
+        maps would be blank (a token-pooled transformer's last block's output)."""
+        for number, layer in enumerate(self.graph.layers):
+            count = int(zero[number].sum())
+            if not count or layer in self._warned:
+                continue
+            self._warned.add(layer)
+            grid = self.graph.grids[number] if self.graph.grids else None
+            if grid is not None and not layer.endswith(INPUT_SUFFIX):
+                advice = (f"the head reads only the prefix tokens there; explain the block's "
+                          f"input instead (--layer {layer}{INPUT_SUFFIX}, 'camcli layers "
+                          "MODEL' lists the blocks)")
+            else:
+                advice = "choose an earlier layer ('camcli layers MODEL' lists them)"
+            log.warning("%s: the gradients at layer %s are all zero for %d of %d images in a "
+                        "batch, so their maps are blank; %s", self.name, layer, count,
+                        zero.shape[1], advice)
 
 
 def forward(graph: ExplainGraph, x, requested):
@@ -166,7 +195,7 @@ def forward(graph: ExplainGraph, x, requested):
     The score is the logit of the explained class (pre-softmax where the model has one).
     """
     tf = tensorflow()
-    *features, logits = graph.model(x, training=False)
+    features, logits = graph.run(x)
     logits = tf.cast(logits, tf.float32)
     if graph.output_kind == "softmax":
         probabilities = tf.nn.softmax(logits, axis=-1)

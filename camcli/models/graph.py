@@ -11,6 +11,11 @@ graph, from which any layer can be taken as the target.
 The replay also peels the classifier's softmax (or sigmoid) off, so Grad-CAM can use the
 pre-softmax logit, and checks whether the head after the target layer is
 global-average-pooling -> Dense, which CAM requires.
+
+Layers a subclassed layer tracks and calls in Python (keras-hub's transformer blocks) are
+no graph nodes: a probe pass (`camcli.models.capture.probe`) finds them and their shapes,
+and the explaining pass captures their tensors by call interception (`ExplainGraph.run`).
+An address ending in ``:input`` explains what a layer receives instead of what it returns.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from typing import Any
 
 from camcli.backend import tensorflow
 from camcli.errors import LayerError
+from camcli.models import capture
 from camcli.models import tokens as token_layers
 
 log = logging.getLogger("camcli")
@@ -40,12 +46,53 @@ _INFERENCE_IDENTITY = (
     "Identity",
 )
 
+#: The suffix of an address that explains a layer's input instead of its output.
+INPUT_SUFFIX = ":input"
+
+
 @dataclass
 class _Call:
     layer: Any
     path: str
     inputs: list
     output: Any
+    #: the nested models above the layer, outermost first (their configs say token grids)
+    ancestors: tuple = ()
+    #: None for a graph node; for a layer reached by call interception, its probe record
+    seen: capture.Seen | None = None
+
+    @property
+    def intercepted(self) -> bool:
+        return self.seen is not None
+
+    def shape(self, side: str = "output") -> tuple | None:
+        """The shape of the layer's output (or input), batch first."""
+        if self.seen is not None:
+            shape = self.seen.output_shape if side == "output" else self.seen.input_shape
+            return None if shape is None else (None, *shape[1:])
+        tensor = self.output if side == "output" else (self.inputs[0] if self.inputs else None)
+        return tuple(tensor.shape) if hasattr(tensor, "shape") else None
+
+
+@dataclass(frozen=True)
+class _Target:
+    call: _Call
+    side: str = "output"
+
+    @property
+    def address(self) -> str:
+        return self.call.path + (INPUT_SUFFIX if self.side == "input" else "")
+
+    @property
+    def shape(self) -> tuple | None:
+        return self.call.shape(self.side)
+
+    @property
+    def tensor(self):
+        """The graph tensor (None for an intercepted layer)."""
+        if self.call.intercepted:
+            return None
+        return self.call.output if self.side == "output" else self.call.inputs[0]
 
 
 @dataclass
@@ -64,6 +111,8 @@ class ExplainGraph:
         cam_problem: why CAM does not apply (None when it does).
         grids: per target layer, how its tokens become a map (`tokens.TokenGrid`), or
             None for a layer that is a map already.
+        captured: per target layer, ``(layer, side)`` when it is read by call
+            interception during the forward pass (`run`), None when ``model`` returns it.
     """
 
     model: Any
@@ -73,6 +122,30 @@ class ExplainGraph:
     cam_kernel: Any = None
     cam_problem: str | None = None
     grids: list = None
+    captured: list = None
+
+    def run(self, x):
+        """The one forward pass: ``(features, logits)``, one feature tensor per target
+        layer, in the order asked.
+
+        Raises:
+            LayerError: an intercepted layer was not called in the pass.
+        """
+        sites = [c for c in (self.captured or []) if c is not None]
+        if not sites:
+            *features, logits = _outputs(self.model(x, training=False))
+            return features, logits
+        with capture.Captured(sites).during() as seen:
+            *graph_features, logits = _outputs(self.model(x, training=False))
+        from_graph, from_calls = iter(graph_features), iter(seen.tensors)
+        features = []
+        for layer, site in zip(self.layers, self.captured, strict=True):
+            tensor = next(from_graph) if site is None else next(from_calls)
+            if tensor is None:
+                raise LayerError(f"layer {layer!r} was not called in the forward pass: "
+                                 "nothing to explain there")
+            features.append(tensor)
+        return features, logits
 
     def as_map(self, index: int, tensor):
         """Target layer ``index``'s output (or its gradient) as an ``(n, h, w, c)`` map."""
@@ -83,6 +156,10 @@ class ExplainGraph:
     def layer(self) -> str:
         """The target layer's path (several: joined with ' + ')."""
         return " + ".join(self.layers)
+
+
+def _outputs(result) -> list:
+    return list(result) if isinstance(result, (list, tuple)) else [result]
 
 
 def _is_sequential(layer) -> bool:
@@ -106,58 +183,142 @@ class _Replay:
     def __init__(self):
         self.calls: list[_Call] = []
 
-    def run(self, model, inputs, prefix: str = ""):
+    def run(self, model, inputs, prefix: str = "", ancestors: tuple = ()):
         if _is_sequential(model):
             x = inputs
             for layer in model.layers:
-                x = self.call(layer, prefix, x)
+                x = self.call(layer, prefix, ancestors, x)
             return x
         if _is_functional(model):
             return model._run_through_graph(
                 inputs,
                 operation_fn=lambda op: op,
-                call_fn=lambda op, *args, **kwargs: self.call(op, prefix, *args, **kwargs),
+                call_fn=lambda op, *args, **kwargs: self.call(op, prefix, ancestors, *args,
+                                                              **kwargs),
             )
         raise LayerError(
             f"cannot look inside {type(model).__name__} {model.name!r}: camcli explains "
             "Functional and Sequential Keras models (subclassed models have no graph)"
         )
 
-    def call(self, layer, prefix: str, *args, **kwargs):
+    def call(self, layer, prefix: str, ancestors: tuple, *args, **kwargs):
         path = prefix + layer.name
         if _is_sequential(layer) or _is_functional(layer):
             inputs = args[0] if len(args) == 1 else list(args)
-            return self.run(layer, inputs, path + "/")
+            return self.run(layer, inputs, path + "/", (*ancestors, layer))
         output = layer(*args, **kwargs)
         import keras
 
         flat_inputs = [
             t for t in keras.tree.flatten((args, kwargs)) if isinstance(t, keras.KerasTensor)
         ]
-        self.calls.append(_Call(layer, path, flat_inputs, output))
+        self.calls.append(_Call(layer, path, flat_inputs, output, ancestors))
         return output
 
 
-def _accepted(call: _Call) -> bool:
+def _keras_own(layer) -> bool:
+    """Whether ``layer`` is one of Keras' own layers (whose insides are no targets)."""
+    return type(layer).__module__.startswith("keras.")
+
+
+def _sublayers(layer) -> list:
+    flatten = getattr(layer, "_flatten_layers", None)
+    return list(flatten(include_self=False, recursive=False)) if flatten else []
+
+
+def _inner(call: _Call) -> list[tuple[Any, str, tuple]]:
+    """The layers a (subclassed, not Keras' own) layer tracks, all the way down, as
+    ``(layer, path, ancestors)``; Keras' own layers are listed, not entered."""
+    found = []
+
+    def walk(layer, path, ancestors):
+        if _keras_own(layer) or _is_sequential(layer) or _is_functional(layer):
+            return
+        for sub in _sublayers(layer):
+            sub_path = f"{path}/{sub.name}"
+            found.append((sub, sub_path, (*ancestors, layer)))
+            walk(sub, sub_path, (*ancestors, layer))
+
+    walk(call.layer, call.path, call.ancestors)
+    return found
+
+
+#: Images in the probe pass; a layer whose tensor has another leading size (Swin's
+#: windows) does not hold one row per image and is no target.
+_PROBE_BATCH = 2
+
+
+def _probed(model, fresh, calls: list[_Call]) -> list[_Call]:
+    """``calls`` with, after each subclassed layer, the layers it calls inside (found by
+    one probe pass on zeros), in the order their calls began."""
+    inner = {id(c): _inner(c) for c in calls}
+    wanted = [(layer, path) for c in calls for layer, path, _ in inner[id(c)]]
+    if not wanted:
+        return calls
+    import numpy as np
+
+    height, width = (d or 224 for d in tuple(fresh.shape)[1:3])
+    zeros = np.zeros((_PROBE_BATCH, height, width, int(fresh.shape[-1] or 3)),
+                     fresh.dtype if isinstance(fresh.dtype, str) else "float32")
+    seen = {s.path: s for s in capture.probe(lambda: model(zeros, training=False), wanted)}
+    result = []
+    for call in calls:
+        result.append(call)
+        below = [(seen[path], layer, ancestors) for layer, path, ancestors in inner[id(call)]
+                 if path in seen]
+        for probe, layer, ancestors in sorted(below, key=lambda b: b[0].order):
+            result.append(_Call(layer, probe.path, [], None, ancestors, probe))
+    return result
+
+
+def _per_image(call: _Call, side: str) -> bool:
+    """An intercepted layer's tensor holds one row per image."""
+    if call.seen is None:
+        return True
+    shape = call.seen.output_shape if side == "output" else call.seen.input_shape
+    return shape is not None and shape[0] == _PROBE_BATCH
+
+
+def _accepted(call: _Call, side: str = "output") -> bool:
     """Whether ``--layer`` takes this layer: a 4-D map, or 3-D tokens."""
-    shape = getattr(call.output, "shape", None)
-    return shape is not None and len(shape) in (3, 4)
+    shape = call.shape(side)
+    return shape is not None and len(shape) in (3, 4) and _per_image(call, side)
 
 
-def _automatic(calls: list[_Call]) -> _Call | None:
-    """The layer explained when none is asked for: the last 4-D map wider than 1x1."""
-    spatial = [c for c in calls if _spatial(c)]
-    return spatial[-1] if spatial else None
+def _blocks(calls: list[_Call]) -> list[_Call]:
+    """A transformer's blocks: the outermost layers of a class of its own (not Keras')
+    that return tokens and is called more than once."""
+    tokens = [c for c in calls if not _keras_own(c.layer) and _accepted(c)
+              and len(c.shape()) == 3]
+    counts: dict[type, int] = {}
+    for c in tokens:
+        counts[type(c.layer)] = counts.get(type(c.layer), 0) + 1
+    repeated = [c for c in tokens if counts[type(c.layer)] > 1]
+    return [c for c in repeated
+            if not any(c.path.startswith(other.path + "/") for other in repeated)]
+
+
+def _automatic(calls: list[_Call]) -> _Target | None:
+    """The layer explained when none is asked for: a transformer's last block's input
+    (`bench/transformers.py` measured it); else the last 4-D graph map wider than 1x1."""
+    blocks = _blocks(calls)
+    if blocks:
+        return _Target(blocks[-1], "input")
+    spatial = [c for c in calls if not c.intercepted and _spatial(c)]
+    return _Target(spatial[-1]) if spatial else None
 
 
 def _spatial(call: _Call) -> bool:
-    shape = getattr(call.output, "shape", None)
+    shape = call.shape()
     if shape is None or len(shape) != 4:
         return False
     return all(d is None or d > 1 for d in shape[1:3])
 
 
-def _find_layer(calls: list[_Call], name: str) -> _Call:
+def _find_layer(calls: list[_Call], address: str) -> _Target:
+    name, side = address, "output"
+    if address.endswith(INPUT_SUFFIX):
+        name, side = address[: -len(INPUT_SUFFIX)], "input"
     exact = [c for c in calls if c.path == name]
     if not exact:
         exact = [c for c in calls if c.layer.name == name]
@@ -170,13 +331,17 @@ def _find_layer(calls: list[_Call], name: str) -> _Call:
         names = [c.path for c in calls] + [c.layer.name for c in calls]
         close = difflib.get_close_matches(name, names, n=3)
         hint = f"; did you mean {', '.join(close)}?" if close else ""
-        raise LayerError(f"no layer named {name!r} in the model{hint}")
-    chosen = exact[-1]
-    if not _accepted(chosen):
-        shape = tuple(chosen.output.shape) if hasattr(chosen.output, "shape") else None
+        raise LayerError(f"no layer named {name!r} in the model{hint} ('camcli layers "
+                         "MODEL' lists them)")
+    chosen = _Target(exact[-1], side)
+    if not _accepted(chosen.call, side):
+        what = "input" if side == "input" else "output shape"
+        if not _per_image(chosen.call, side):
+            raise LayerError(f"layer {chosen.address!r}'s {what} {chosen.shape} does not hold "
+                             "one row per image (windows, heads): choose the layer around it")
         raise LayerError(
-            f"layer {chosen.path!r} has output shape {shape}: a class activation map needs a "
-            "4-D (batch, height, width, channels) feature map or 3-D (batch, tokens, "
+            f"layer {chosen.address!r} has {what} {chosen.shape}: a class activation map "
+            "needs a 4-D (batch, height, width, channels) feature map or 3-D (batch, tokens, "
             "channels) tokens"
         )
     return chosen
@@ -252,7 +417,8 @@ def _cam_head(calls: list[_Call], features, output) -> tuple[Any, str | None]:
 
 
 def _replayed(model):
-    """``(fresh input, replay, output)``: ``model`` replayed on a new input."""
+    """``(fresh input, calls, output)``: ``model`` replayed on a new input; the calls are
+    the graph's layers, each followed by the layers it calls inside (`_probed`)."""
     import keras
 
     tensorflow()
@@ -263,7 +429,7 @@ def _replayed(model):
                         name="camcli_input")
     replay = _Replay()
     output = replay.run(model, fresh if len(model.inputs) == 1 else [fresh])
-    return fresh, replay, keras.tree.flatten(output)[0]
+    return fresh, _probed(model, fresh, replay.calls), keras.tree.flatten(output)[0]
 
 
 @dataclass(frozen=True)
@@ -271,7 +437,8 @@ class LayerInfo:
     """One address ``--layer`` accepts.
 
     Attributes:
-        address: the layer's path, '/'-separated through nested models.
+        address: the layer's path, '/'-separated through nested models (and
+            tracked sublayers), with ``:input`` for a block's input.
         shape: its output shape (None: any batch size).
         default: whether it is the layer explained when none is asked for.
         grid: for a token layer, how its tokens make a map (None when that needs
@@ -289,42 +456,69 @@ def _input_size(fresh) -> tuple[int, int]:
     return height or 0, width or 0
 
 
-def _grid(call: _Call, fresh, token_grid=None, prefix_tokens=None):
-    """The token grid of a 3-D target layer; None for a 4-D one."""
-    shape = tuple(call.output.shape)
+def _config_grid(target: _Target) -> tuple[int, int] | None:
+    """The patch grid the innermost model above the layer states in its config
+    (keras-hub's backbones: ``image_shape`` / ``patch_size``), or None."""
+    for owner in reversed(target.call.ancestors):
+        try:
+            config = owner.get_config()
+        except Exception:  # a layer without a serialisable config says nothing
+            continue
+        image, patch = config.get("image_shape"), config.get("patch_size")
+        if not image or not patch:
+            continue
+        patch = (patch, patch) if isinstance(patch, int) else tuple(patch)
+        if image[0] and image[1] and patch[0] and patch[1]:
+            return int(image[0]) // int(patch[0]), int(image[1]) // int(patch[1])
+    return None
+
+
+def _grid(target: _Target, fresh, token_grid=None, prefix_tokens=None):
+    """The token grid of a 3-D target; None for a 4-D one."""
+    shape = target.shape
     if len(shape) != 3:
         return None
     if shape[1] is None:
-        raise LayerError(f"layer {call.path!r} has a variable number of tokens: camcli needs "
-                         "a model with a fixed input size")
-    return token_layers.infer(shape[1], _input_size(fresh), call.path, token_grid,
+        raise LayerError(f"layer {target.address!r} has a variable number of tokens: camcli "
+                         "needs a model with a fixed input size")
+    if token_grid is None and prefix_tokens is None:
+        said = _config_grid(target)
+        found = token_layers.from_config(shape[1], said) if said else None
+        if found is not None:
+            return found
+    return token_layers.infer(shape[1], _input_size(fresh), target.address, token_grid,
                               prefix_tokens)
 
 
 def layers(model, registered: str | None = None) -> list[LayerInfo]:
-    """Every layer of ``model`` that ``--layer`` accepts (a 4-D output), in graph order,
-    and which is explained by default: ``registered`` (the model's own), else the last
-    one with height and width above 1.
+    """Every address of ``model`` that ``--layer`` accepts (a 4-D map or 3-D tokens), in
+    the order of the forward pass, a block's input before the block, and which is
+    explained by default: ``registered`` (the model's own), else `_automatic`'s.
 
     Raises:
         LayerError: a model camcli cannot traverse, or ``registered`` names no layer.
     """
-    fresh, replay, _ = _replayed(model)
-    last = {}
-    for call in replay.calls:  # a layer called twice answers to its last call
-        if _accepted(call):
-            last.pop(call.path, None)
-            last[call.path] = call
-    chosen = _find_layer(replay.calls, registered) if registered else \
-        _automatic(replay.calls)
-    default = chosen.path if chosen is not None else None
+    fresh, calls, _ = _replayed(model)
+    chosen = _find_layer(calls, registered) if registered else _automatic(calls)
+    default = chosen.address if chosen is not None else None
+    blocks = {id(c) for c in _blocks(calls)}
+    last: dict[str, _Target] = {}
+    for call in calls:  # a layer called twice answers to its last call
+        sides = ("input", "output") if id(call) in blocks else ("output",)
+        for side in sides:
+            if _accepted(call, side):
+                target = _Target(call, side)
+                last.pop(target.address, None)
+                last[target.address] = target
+    if chosen is not None and default not in last:
+        last[default] = chosen
     found = []
-    for path, call in last.items():
+    for address, target in last.items():
         try:
-            grid = _grid(call, fresh)
+            grid = _grid(target, fresh)
         except LayerError:
             grid = None  # the options must settle it
-        found.append(LayerInfo(path, tuple(call.output.shape), path == default, grid))
+        found.append(LayerInfo(address, target.shape, address == default, grid))
     return found
 
 
@@ -334,56 +528,69 @@ def build(model, layer: str | Sequence[str] | None = None, source: str = "as ask
     """Split ``model`` open at ``layer`` (a name or nested path, or several; None: found
     automatically).
 
-    ``source`` says where ``layer`` came from, for the log line. A 3-D target layer is a
-    token layer (`camcli.models.tokens`): ``token_grid`` (height, width) and
-    ``prefix_tokens`` say how its tokens make a map when the token count does not.
+    ``source`` says where ``layer`` came from, for the log line. An address may go
+    through the layers a subclassed layer tracks, and end in ``:input``. A 3-D target is
+    a token layer (`camcli.models.tokens`): its grid comes from the model's config, else
+    from the token count; ``token_grid`` (height, width) and ``prefix_tokens`` settle it
+    otherwise.
 
-    The automatic choice is the last layer whose output is a 4-D map with height and width
-    above 1, searched through nested backbones too.
+    The automatic choice is `_automatic`'s: a transformer's last block's input, else the
+    last layer whose output is a 4-D map with height and width above 1, searched through
+    nested backbones too.
 
     Raises:
         LayerError: no such layer, an unsuitable one, or a model camcli cannot traverse.
     """
     import keras
 
-    fresh, replay, output = _replayed(model)
+    fresh, calls, output = _replayed(model)
     names = [layer] if isinstance(layer, str) else list(layer or [])
     if names:
-        chosen_all = [_find_layer(replay.calls, name) for name in names]
-        paths = [c.path for c in chosen_all]
-        if len(set(paths)) < len(paths):
-            raise LayerError(f"a target layer is given twice: {', '.join(paths)}")
-        chosen = chosen_all[-1]
-        log.info("target layer%s: %s (%s)", "s" if len(paths) > 1 else "", ", ".join(paths),
-                 source)
+        chosen_all = [_find_layer(calls, name) for name in names]
+        addresses = [c.address for c in chosen_all]
+        if len(set(addresses)) < len(addresses):
+            raise LayerError(f"a target layer is given twice: {', '.join(addresses)}")
+        log.info("target layer%s: %s (%s)", "s" if len(addresses) > 1 else "",
+                 ", ".join(addresses), source)
     else:
-        chosen = _automatic(replay.calls)
+        chosen = _automatic(calls)
         if chosen is None:
             raise LayerError(
-                "no layer with a spatial 4-D output (height and width > 1) in the model: "
-                "nothing to build a class activation map from"
+                "no layer with a spatial 4-D output (height and width > 1) and no repeated "
+                "transformer blocks in the model: give {layer} ('camcli layers MODEL' lists "
+                "the layers it takes)", ("layer",)
             )
         chosen_all = [chosen]
-        log.info("target layer: %s (last spatial feature map, found automatically)", chosen.path)
+        why = "a transformer's last block's input" if chosen.side == "input" else \
+            "last spatial feature map"
+        log.info("target layer: %s (%s, found automatically)", chosen.address, why)
 
-    logits, kind = _peel_output(replay.calls, output)
-    if len(chosen_all) == 1:
-        kernel, problem = _cam_head(replay.calls, chosen.output, output)
-    else:
+    logits, kind = _peel_output(calls, output)
+    only = chosen_all[0]
+    if len(chosen_all) > 1:
         kernel, problem = None, "several layers are fused"
+    elif only.call.intercepted or only.side == "input":
+        kernel, problem = None, (f"CAM reads the classifier after a layer's output, and "
+                                 f"{only.address!r} is " +
+                                 ("a layer's input" if only.side == "input" else
+                                  "inside another layer"))
+    else:
+        kernel, problem = _cam_head(calls, only.tensor, output)
     grids = [_grid(c, fresh, token_grid, prefix_tokens) for c in chosen_all]
-    for call, grid in zip(chosen_all, grids, strict=True):
+    for target, grid in zip(chosen_all, grids, strict=True):
         if grid is not None:
-            log.info("layer %s: %d prefix tokens, then a %dx%d grid of patches", call.path,
-                     grid.prefix, grid.height, grid.width)
-    explain_model = keras.Model(fresh, [*(c.output for c in chosen_all), logits],
-                                name=f"{model.name}_explain")
+            log.info("layer %s: %d prefix tokens, then a %dx%d grid of patches",
+                     target.address, grid.prefix, grid.height, grid.width)
+    in_graph = [c.tensor for c in chosen_all if not c.call.intercepted]
+    explain_model = keras.Model(fresh, [*in_graph, logits], name=f"{model.name}_explain")
     return ExplainGraph(
         model=explain_model,
-        layers=[c.path for c in chosen_all],
+        layers=[c.address for c in chosen_all],
         output_kind=kind,
         num_classes=int(output.shape[-1]),
         cam_kernel=kernel,
         cam_problem=problem,
         grids=grids,
+        captured=[(c.call.layer, c.side) if c.call.intercepted else None
+                  for c in chosen_all],
     )

@@ -186,9 +186,36 @@ def _builtin(spec: ModelSpec, weights: str | None) -> _Found:
     return _Found(spec.name, model, spec.input_size, spec.preprocess, spec.target_layer)
 
 
+#: The extra that installs keras-hub, whose models a ``.keras`` file may hold.
+HUB_EXTRA = "pip install 'camcli[hub]'"
+
+
+def _needs_hub(path: str) -> None:
+    """Refuse, naming the extra, a ``.keras`` file of keras-hub layers without keras-hub
+    (Keras imports it by itself while loading when it is there)."""
+    import importlib.util
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as archive:
+            config = archive.read("config.json").decode("utf-8", "replace")
+    except (OSError, KeyError, zipfile.BadZipFile):
+        return  # not a .keras archive: Keras says what is wrong with it
+    if '"keras_hub' not in config:
+        return
+    try:
+        found = importlib.util.find_spec("keras_hub") is not None
+    except ValueError:  # imported as None: blocked
+        found = False
+    if not found:
+        raise ModelError(f"model file {path} holds a keras-hub model, and keras-hub is not "
+                         f"installed: {HUB_EXTRA}")
+
+
 def _file(path: str, unsafe_model_code: bool = False) -> _Found:
     import keras
 
+    _needs_hub(path)
     if unsafe_model_code:
         log.warning("loading %s with unsafe model code allowed: Python code stored in the "
                     "file will run", path)

@@ -75,6 +75,23 @@ def infer(tokens: int, input_size: tuple[int, int], layer: str,
                      f"({shown}); give {options}", ("token_grid", "prefix_tokens"))
 
 
+def from_config(tokens: int, patch_grid: tuple[int, int]) -> TokenGrid | None:
+    """The grid a model's config states (``image_shape`` / ``patch_size``): its patch grid,
+    the tokens beyond it being the prefix (ViT's class token, DeiT's distillation token,
+    DINOv2's registers); or, for a hierarchical model without prefix tokens (Swin), that
+    grid halved per stage. None when neither makes ``tokens``.
+    """
+    height, width = patch_grid
+    rest = tokens - height * width
+    if 0 <= rest <= MAX_PREFIX:
+        return TokenGrid(rest, height, width)
+    while height % 2 == 0 and width % 2 == 0 and height * width > tokens:
+        height, width = height // 2, width // 2  # a patch-merging stage
+        if height * width == tokens:
+            return TokenGrid(0, height, width)
+    return None
+
+
 def to_grid(tensor, grid: TokenGrid):
     """``(n, tokens, c)`` -> ``(n, height, width, c)``, prefix dropped, row-major."""
     tf = tensorflow()

@@ -1,0 +1,127 @@
+"""Tiny keras-hub vision transformers with random weights (nothing downloaded), and a
+Grad-CAM computed the way the issue asks for a reference: by intercepting the target
+layer's call in the test itself, without camcli's code.
+
+Each model takes 32x32 images in [0, 255] and ends in a softmax classifier of 3 classes.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+SIZE = 32
+CLASSES = 3
+
+
+def vit(keras, num_layers=2, pooling="token"):
+    """ViTImageClassifier: a class token, 4x4 patches of 8."""
+    import keras_hub
+
+    keras.utils.set_random_seed(1)
+    backbone = keras_hub.models.ViTBackbone(
+        image_shape=(SIZE, SIZE, 3), patch_size=8, num_layers=num_layers, num_heads=2,
+        hidden_dim=16, mlp_dim=32)
+    return keras_hub.models.ViTImageClassifier(backbone=backbone, num_classes=CLASSES,
+                                               pooling=pooling, activation="softmax")
+
+
+def deit(keras):
+    """DeiTImageClassifier: class and distillation tokens (2 prefix tokens)."""
+    import keras_hub
+
+    keras.utils.set_random_seed(2)
+    backbone = keras_hub.models.DeiTBackbone(
+        image_shape=(SIZE, SIZE, 3), patch_size=8, num_layers=2, num_heads=2, hidden_dim=16,
+        intermediate_dim=32)
+    return keras_hub.models.DeiTImageClassifier(backbone=backbone, num_classes=CLASSES,
+                                                activation="softmax")
+
+
+def swin(keras):
+    """SwinTransformerImageClassifier: hierarchical (8x8, then 4x4 tokens), no class
+    token, a mean-pooled head."""
+    import keras_hub
+
+    keras.utils.set_random_seed(3)
+    backbone = keras_hub.models.SwinTransformerBackbone(
+        image_shape=(SIZE, SIZE, 3), embed_dim=8, depths=[2, 2], num_heads=[1, 2],
+        window_size=4, patch_size=4)
+    return keras_hub.models.SwinTransformerImageClassifier(
+        backbone=backbone, num_classes=CLASSES, activation="softmax")
+
+
+def dinov2(keras):
+    """A DINOv2 backbone with 4 register tokens, inside a functional classifier with a
+    Rescaling in front: keras-hub has no DINOv2 classifier, so users build this."""
+    import keras_hub
+
+    keras.utils.set_random_seed(4)
+    backbone = keras_hub.models.DINOV2Backbone(
+        patch_size=8, num_layers=2, hidden_dim=16, num_heads=2, intermediate_dim=32,
+        num_register_tokens=4, image_shape=(SIZE, SIZE, 3),
+        position_embedding_shape=(SIZE, SIZE, 3))
+    inputs = keras.Input((SIZE, SIZE, 3), name="photo")
+    scaled = keras.layers.Rescaling(1 / 255.0, name="scale")(inputs)
+    tokens = backbone(scaled)
+    outputs = keras.layers.Dense(CLASSES, activation="softmax", name="predictions")(
+        tokens[:, 0])
+    return keras.Model(inputs, outputs, name="dino_classifier")
+
+
+def wrapped(keras, inner):
+    """``inner`` (a keras-hub classifier) inside a functional model, a Rescaling in
+    front."""
+    inputs = keras.Input((SIZE, SIZE, 3), name="photo")
+    scaled = keras.layers.Rescaling(1 / 255.0, name="scale")(inputs)
+    return keras.Model(inputs, inner(scaled), name="wrapped")
+
+
+def find(layer, path: str):
+    """The layer at '/'-separated ``path`` below ``layer`` (models and tracked layers)."""
+    for name in path.split("/"):
+        children = layer._flatten_layers(include_self=False, recursive=False)
+        layer = next(child for child in children if child.name == name)
+    return layer
+
+
+def reference_gradcam(model, target, side, head, batch, prefix, grid):
+    """Grad-CAM maps of each image's top class at ``target``'s input or output, by a
+    spy on its ``call`` (and on the ``head`` Dense layer's, for the pre-softmax logit)."""
+    import tensorflow as tf
+
+    seen = {}
+
+    def spy(layer, key):
+        original = layer.call
+
+        def call(*args, **kwargs):
+            if key == "input" or key == "head":
+                seen[key] = args[0]
+            out = original(*args, **kwargs)
+            if key == "output":
+                seen[key] = out
+            return out
+
+        object.__setattr__(layer, "call", call)
+
+    spy(target, side)
+    spy(head, "head")
+    try:
+        with tf.GradientTape() as tape:
+            model(tf.constant(batch), training=False)
+            logits = tf.matmul(seen["head"], head.kernel) + head.bias
+            top = tf.argmax(logits, axis=-1)
+            score = tf.reduce_sum(tf.gather(logits, top, batch_dims=1))
+        tokens = seen[side]
+        gradient = tape.gradient(score, tokens).numpy()
+    finally:
+        object.__delattr__(target, "call")
+        object.__delattr__(head, "call")
+    height, width = grid
+    n, _, channels = tokens.shape
+    features = tokens.numpy()[:, prefix:].reshape(n, height, width, channels)
+    gradient = gradient[:, prefix:].reshape(n, height, width, channels)
+    weights = gradient.mean(axis=(1, 2))
+    maps = np.maximum(np.einsum("nhwc,nc->nhw", features, weights), 0)
+    peak = maps.max(axis=(1, 2), keepdims=True)
+    return np.divide(maps, peak, out=np.zeros_like(maps), where=peak > 0), top.numpy()
