@@ -322,7 +322,7 @@ def request_of(session: Session, item: InputItem) -> Request:
     target, asked, source = session.plan.kind(item.requested_class)
     explainer = session.explainer
     return Request(session.loaded.name, explainer.layer, explainer.method_name, target, asked,
-                   source, explainer.fuse)
+                   source, explainer.fuse, explainer.tokens)
 
 
 # -- record --------------------------------------------------------------------------------

@@ -89,6 +89,16 @@ class Explainer:
         return getattr(self.method, "fuse", None) if len(self.graph.layers) > 1 else None
 
     @property
+    def tokens(self) -> str | tuple[str | None, ...] | None:
+        """How token layers made their maps, ``"P+HxW"`` (a record's ``tokens``): one
+        value, or one per layer with several; None when no layer is a token layer."""
+        said = [None if g is None else f"{g.prefix}+{g.height}x{g.width}"
+                for g in (self.graph.grids or [None] * len(self.graph.layers))]
+        if all(s is None for s in said):
+            return None
+        return said[0] if len(said) == 1 else tuple(said)
+
+    @property
     def num_classes(self) -> int:
         return self.graph.num_classes
 

@@ -51,6 +51,9 @@ class Request:
         class_source: where the asked class came from (`CLASS_SOURCES`), else None.
         fuse: with several layers (``layer`` is then their paths), how their maps were
             fused (``mean`` or ``max``); else None.
+        tokens: for a token layer, how its tokens made the map, ``"P+HxW"`` (P prefix
+            tokens dropped, then an H x W grid); with several layers, one per layer (None
+            for a map); None when no layer is a token layer.
     """
 
     model: str
@@ -60,6 +63,7 @@ class Request:
     requested_class: int | None = None
     class_source: str | None = None
     fuse: str | None = None
+    tokens: str | tuple[str | None, ...] | None = None
 
     def __post_init__(self):
         if self.target not in TARGETS:
@@ -115,6 +119,8 @@ class Record:
             "layer": (self.request.layer if isinstance(self.request.layer, str)
                       else list(self.request.layer)),
             "fuse": self.request.fuse,
+            "tokens": (self.request.tokens if not isinstance(self.request.tokens, tuple)
+                       else list(self.request.tokens)),
             "method": self.request.method, "target": self.request.target,
             "requested_class": self.request.requested_class,
             "class_source": self.request.class_source, "rank": self.rank,
@@ -138,10 +144,11 @@ class Record:
         try:
             if "schema" not in data:
                 return _from_schema_1(data, folder)
-            layer = data["layer"]
+            layer, tokens = data["layer"], data.get("tokens")
             request = Request(data["model"], layer if isinstance(layer, str) else tuple(layer),
                               data["method"], data["target"], data.get("requested_class"),
-                              data.get("class_source"), data.get("fuse"))
+                              data.get("class_source"), data.get("fuse"),
+                              tuple(tokens) if isinstance(tokens, list) else tokens)
             return cls(input=data["input"], request=request, rank=data.get("rank"),
                        output=data.get("output"), map=data.get("map"),
                        class_index=data.get("class_index"), label=data.get("label"),

@@ -14,8 +14,9 @@ from PIL import Image
 
 from camcli.cli import main
 
-MANIFEST_FIELDS = {"schema", "input", "output", "map", "model", "layer", "fuse", "method",
-                   "target", "requested_class", "class_source", "rank", "class_index", "label",
+MANIFEST_FIELDS = {"schema", "input", "output", "map", "model", "layer", "fuse", "tokens",
+                   "method", "target", "requested_class", "class_source", "rank",
+                   "class_index", "label",
                    "score", "top", "peak", "box", "metrics", "precision", "error", "time"}
 
 

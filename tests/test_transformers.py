@@ -84,11 +84,27 @@ def test_batch_explains_the_last_blocks_input_and_equals_an_interception_referen
     for number in range(3):
         record = records[str(photos / f"p{number}.png")]
         assert record["layer"] == address and record["method"] == "gradcam"
+        assert record["tokens"] == f"{prefix}+{grid[0]}x{grid[1]}"
         assert record["class_index"] == top[number]
         got = np.load(out / record["map"])
         assert got.shape == grid
         np.testing.assert_allclose(got, want[number], atol=1e-5)
         assert Image.open(out / record["output"]).size == (hub_models.SIZE, hub_models.SIZE)
+
+
+def test_the_grid_is_part_of_the_request_resume_keys_on(hub, photos, tmp_path):
+    """The same grid, found or given, is the same request: resume skips; another grid is
+    another request: redone."""
+    _, path, address = hub["deit"]
+    out = str(tmp_path / "out")
+    common = ["batch", str(photos), "--out", out, "--model", path, "--device", "cpu"]
+    assert run(common).exit_code == 0
+    again = run([*common, "--token-grid", "4x4", "--prefix-tokens", "2"])
+    assert "0 written, 3 already done" in again.stderr, again.stderr
+    other = run([*common, "--token-grid", "2x8"])  # 16 patches read as 2 rows of 8
+    assert "3 written, 0 already done" in other.stderr, other.stderr
+    records = [json.loads(line) for line in open(f"{out}/manifest.jsonl")]
+    assert [r["tokens"] for r in records] == ["2+4x4"] * 3 + ["2+2x8"] * 3
 
 
 def test_any_block_input_or_output_inside_a_nested_classifier(keras, hub, photos):
