@@ -164,10 +164,13 @@ def target_options(command):
     explained."""
     return _stack(command, [
         click.option("--layer", "layers", multiple=True, metavar="NAME",
-                     help="Target layer (name, or path through nested models: "
-                          "'resnet50/conv5_block3_out'); repeat it to fuse several layers' "
-                          "maps (--fuse). Default: the model's registered layer, else the "
-                          "last spatial feature map."),
+                     help="Target layer (name, or path through nested models and the "
+                          "layers a layer holds: 'resnet50/conv5_block3_out'; ':input' "
+                          "explains what it receives: 'vit_encoder/transformer_block_12:"
+                          "input'; 'camcli layers MODEL' lists them); repeat it to fuse "
+                          "several layers' maps (--fuse). Default: the model's registered "
+                          "layer, else a transformer's last block's input, else the last "
+                          "spatial feature map."),
         click.option("--fuse", default=default(ExplainRequest, "fuse"), show_default=True,
                      type=click.Choice(FUSE_MODES),
                      help="With several --layer: fuse their normalised maps, upsampled to "
@@ -177,7 +180,7 @@ def target_options(command):
                           "[default: each image's top-1 prediction]"),
         click.option("--token-grid", default=None, metavar="HxW", callback=_parse_grid,
                      help="Token layers (vision transformers): the grid of patches, when "
-                          "the token count and input size do not say it."),
+                          "the model's config and the token count do not say it."),
         click.option("--prefix-tokens", type=click.IntRange(min=0), default=None,
                      metavar="N",
                      help="Token layers: the class, distillation and register tokens before "
@@ -510,7 +513,8 @@ def models(fmt):
 def layers(model, fmt, unsafe_model_code):
     """List every address --layer accepts on MODEL (a built-in name or a .keras / .h5
     file): each layer with a 4-D output, or a 3-D token output with its prefix tokens and
-    patch grid, '/'-separated through nested models, its output shape, and the one
+    patch grid, '/'-separated through nested models and the layers a layer holds
+    (keras-hub's transformer blocks, with their ':input'), its output shape, and the one
     explained by default. Built-ins are listed without their weights (nothing is
     downloaded).
     """
