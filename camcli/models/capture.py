@@ -63,10 +63,6 @@ def intercepting(layers: Sequence[Any], hook, before=None) -> Iterator[None]:
             # object.__setattr__: Keras tracks what is set on a layer; this is no state.
             object.__setattr__(layer, "call", wrapped)
             saved.append((layer, own))
-    except BaseException:
-        _restore(saved)
-        raise
-    try:
         yield
     finally:
         _restore(saved)
@@ -89,15 +85,16 @@ class Captured:
         self.tensors: list = [None] * len(self.sites)
 
     def _hook(self, number, args, kwargs, output):
-        for index, (_, side) in self._by_layer[number]:
+        for index, side in self._by_layer[number]:
             self.tensors[index] = first_tensor(args, kwargs) if side == "input" else \
                 _first_output(output)
 
     @contextlib.contextmanager
     def during(self) -> Iterator[Captured]:
-        """Capture during the ``with`` block (one forward pass of the model)."""
+        """Capture during the ``with`` block (one forward pass of the model); with no
+        sites, nothing is wrapped."""
         layers: list = []
-        self._by_layer: list[list] = []
+        self._by_layer: list[list[tuple[int, str]]] = []
         for index, (layer, side) in enumerate(self.sites):
             if side not in SIDES:
                 raise ValueError(f"side must be one of {SIDES}, got {side!r}")
@@ -106,7 +103,7 @@ class Captured:
                 layers.append(layer)
                 self._by_layer.append([])
                 number = len(layers) - 1
-            self._by_layer[number].append((index, (layer, side)))
+            self._by_layer[number].append((index, side))
         with intercepting(layers, self._hook):
             yield self
 
@@ -128,6 +125,10 @@ class Seen:
     order: int
     input_shape: tuple | None = None
     output_shape: tuple | None = None
+
+    def shape(self, side: str) -> tuple | None:
+        """The shape of what the call received (``input``) or returned (``output``)."""
+        return self.output_shape if side == "output" else self.input_shape
 
 
 def probe(run, layers: Sequence[tuple[Any, str]]) -> list[Seen]:

@@ -68,7 +68,7 @@ class _Call:
     def shape(self, side: str = "output") -> tuple | None:
         """The shape of the layer's output (or input), batch first."""
         if self.seen is not None:
-            shape = self.seen.output_shape if side == "output" else self.seen.input_shape
+            shape = self.seen.shape(side)
             return None if shape is None else (None, *shape[1:])
         tensor = self.output if side == "output" else (self.inputs[0] if self.inputs else None)
         return tuple(tensor.shape) if hasattr(tensor, "shape") else None
@@ -131,15 +131,13 @@ class ExplainGraph:
         Raises:
             LayerError: an intercepted layer was not called in the pass.
         """
-        sites = [c for c in (self.captured or []) if c is not None]
-        if not sites:
-            *features, logits = _outputs(self.model(x, training=False))
-            return features, logits
+        captured = self.captured or [None] * len(self.layers)
+        sites = [c for c in captured if c is not None]
         with capture.Captured(sites).during() as seen:
             *graph_features, logits = _outputs(self.model(x, training=False))
         from_graph, from_calls = iter(graph_features), iter(seen.tensors)
         features = []
-        for layer, site in zip(self.layers, self.captured, strict=True):
+        for layer, site in zip(self.layers, captured, strict=True):
             tensor = next(from_graph) if site is None else next(from_calls)
             if tensor is None:
                 raise LayerError(f"layer {layer!r} was not called in the forward pass: "
@@ -275,7 +273,7 @@ def _per_image(call: _Call, side: str) -> bool:
     """An intercepted layer's tensor holds one row per image."""
     if call.seen is None:
         return True
-    shape = call.seen.output_shape if side == "output" else call.seen.input_shape
+    shape = call.seen.shape(side)
     return shape is not None and shape[0] == _PROBE_BATCH
 
 
