@@ -2,10 +2,10 @@
 prints Markdown tables.
 
 1. Pointing game, method x layer, on a tiny ViT (token pooling, 3 blocks) trained here in
-   seconds on a synthetic localisation task: 64x64 noise with one textured square of
-   the class's pattern at a random place; a hit is a map whose peak (upsampled
-   bilinearly to the image) falls inside the square. It chose the default layer of token
-   models (the last block's input) and the default method for them.
+   seconds on four synthetic localisation tasks (`synthetic`): 64x64 noise with one
+   object of the class at a random place; a hit is a map whose peak (upsampled
+   bilinearly to the image) falls inside the object's box. It chose the default layer of
+   token models (the last block's first LayerNormalization, where LayerCAM points best).
 2. Speed: ``batch --method gradcam`` on a ViT-S/16-sized keras-hub model (random
    weights, 224x224) against that model's own ``predict`` on preprocessed tensors.
 3. Memory: peak RSS of ``camcli batch`` on 200 and 2,000 images with a small ViT.
@@ -37,16 +37,17 @@ SIZE, PATCH, OBJECT, CLASSES = 64, 8, 24, 3
 METHODS = ("gradcam", "gradcam++", "xgradcam", "hirescam", "layercam", "eigencam")
 
 
-TASKS = ("texture", "colour", "shape")
+TASKS = ("texture", "colour", "shape", "dark-shape")
 
 
 def synthetic(count: int, seed: int, task: str = "texture"):
     """Images, labels and boxes of one of `TASKS`: a square of the class's texture
     (horizontal stripes, vertical stripes, a checkerboard) on noise; a square of the
     class's colour on dark noise; or a bright shape (square, diamond, disc) on grey
-    noise. The object is 24x24 (of 64x64) at a random place."""
+    noise, or on almost black noise. The object is 24x24 (of 64x64) at a random place."""
     rng = np.random.default_rng(seed)
-    low, high = {"texture": (0, 110), "colour": (0, 60), "shape": (60, 160)}[task]
+    low, high = {"texture": (0, 110), "colour": (0, 60), "shape": (60, 160),
+                 "dark-shape": (0, 30)}[task]
     images = rng.uniform(low, high, (count, SIZE, SIZE, 3)).astype(np.float32)
     labels = rng.integers(0, CLASSES, count)
     boxes = []
@@ -63,7 +64,7 @@ def synthetic(count: int, seed: int, task: str = "texture"):
             patch[:] = textures[labels[i]][..., None] * np.array([230, 200, 60]) + 20
         elif task == "colour":
             patch[:] = colours[labels[i]]
-        else:
+        else:  # shape, dark-shape
             patch[shapes[labels[i]].astype(bool)] = 240
         boxes.append((x, y, x + OBJECT, y + OBJECT))
     return images, labels, np.array(boxes)
@@ -129,14 +130,13 @@ def pointing_table(seeds: int, tasks: list[str]) -> None:
             accuracy.append(float(np.mean(predicted == labels)))
             encoder = f"{classifier.name}/{classifier.backbone.name}/vit_encoder"
             default = graph.build(model).layers[0]
-            assert default == f"{encoder}/{names[2]}", default
             for method in METHODS:
                 for name in names:
                     hit, blank = pointing(model, f"{encoder}/{name}", method, images, labels,
                                           boxes)
                     results.setdefault((task, method, name), []).append((hit, blank))
         print(f"- {task}: test accuracy {np.mean(accuracy):.1%}")
-    print(f"\ndefault layer: {names[2]} (found automatically)\n")
+    print(f"\ndefault layer: {default} (found automatically)\n")
     for task in [*tasks, "all"]:
         print(f"{'all tasks' if task == 'all' else 'task: ' + task}\n")
         print("| method | " + " | ".join(names) + " |")

@@ -169,8 +169,8 @@ def target_options(command):
                           "explains what it receives: 'vit_encoder/transformer_block_12:"
                           "input'; 'camcli layers MODEL' lists them); repeat it to fuse "
                           "several layers' maps (--fuse). Default: the model's registered "
-                          "layer, else a transformer's last block's input, else the last "
-                          "spatial feature map."),
+                          "layer, else a transformer's last block's first LayerNormalization, "
+                          "else the last spatial feature map."),
         click.option("--fuse", default=default(ExplainRequest, "fuse"), show_default=True,
                      type=click.Choice(FUSE_MODES),
                      help="With several --layer: fuse their normalised maps, upsampled to "

@@ -19,10 +19,10 @@ from camcli.models import capture, graph
 
 #: model -> (its default address below the outer model, prefix tokens, grid)
 DEFAULTS = {
-    "vit": ("{backbone}/vit_encoder/transformer_block_2:input", 1, (4, 4)),
-    "deit": ("{backbone}/deit_encoder/transformer_block_2:input", 2, (4, 4)),
-    "swin": ("{backbone}/stage_1:input", 0, (4, 4)),
-    "dinov2": ("{backbone}/{backbone}_encoder/layers_1:input", 5, (4, 4)),
+    "vit": ("{backbone}/vit_encoder/transformer_block_2/ln_1", 1, (4, 4)),
+    "deit": ("{backbone}/deit_encoder/transformer_block_2/ln_1", 2, (4, 4)),
+    "swin": ("{backbone}/stage_1/blocks_1/norm1", 0, (4, 4)),
+    "dinov2": ("{backbone}/{backbone}_encoder/layers_1/norm1", 5, (4, 4)),
 }
 
 
@@ -64,20 +64,29 @@ def _pixels(folder):
 
 
 @pytest.mark.parametrize("name", list(DEFAULTS))
-def test_batch_explains_the_last_blocks_input_and_equals_an_interception_reference(
-        name, hub, photos, tmp_path):
+@pytest.mark.parametrize("where", ["default", "block input"])
+def test_batch_explains_the_last_block_and_equals_an_interception_reference(
+        name, where, hub, photos, tmp_path):
+    """By default the last block's first LayerNormalization; asked for, the last block's
+    input (the block is the default's parent)."""
     model, path, address = hub[name]
     out = tmp_path / "out"
+    asked = []
+    if where == "block input":
+        address = address.rsplit("/", 1)[0] + ":input"
+        asked = ["--layer", address]
     result = run(["batch", str(photos), "--out", str(out), "--model", path, "--save-maps",
-                  "--device", "cpu"])
+                  "--device", "cpu", *asked])
     assert result.exit_code == 0, result.output
     _, prefix, grid = DEFAULTS[name]
-    assert (f"target layer: {address} (a transformer's last block's input, found "
-            "automatically)") in result.stderr
+    if not asked:
+        assert (f"target layer: {address} (a transformer's last block's first "
+                "LayerNormalization, found automatically)") in result.stderr
     assert f"layer {address}: {prefix} prefix tokens, then a 4x4 grid of patches" in \
         result.stderr
     records = {r["input"]: r for r in map(json.loads, (out / "manifest.jsonl").open())}
-    block, side = address.split(":")[0], "input"
+    block, _, side = address.partition(":")
+    side = side or "output"
     want, top = hub_models.reference_gradcam(
         model, hub_models.find(model, block), side, model.get_layer("predictions"),
         _pixels(photos), prefix, grid)
@@ -133,7 +142,8 @@ def test_any_block_input_or_output_inside_a_nested_classifier(keras, hub, photos
 
 @pytest.mark.parametrize("method", sorted(set(METHODS) - {"cam", "scorecam"}))
 def test_every_method_runs_at_a_block_and_gives_maps_of_the_grid(method, hub, photos):
-    model, _, address = hub["deit"]
+    model, _, default = hub["deit"]
+    address = default.rsplit("/", 1)[0] + ":input"  # the last block's input
     result = METHODS[method](graph.build(model, address))(_pixels(photos))
     assert result.maps.shape == (3, 4, 4)
     assert np.isfinite(result.maps).all() and result.maps.max() == pytest.approx(1.0)
@@ -148,8 +158,9 @@ def test_cam_at_a_block_says_why_not(hub):
 def test_zero_gradients_at_the_last_blocks_output_are_said_once(hub, photos, tmp_path):
     """A class-token head reads nothing of the patches after the last block: their
     gradients are zero there, and the run says so (once), naming the layer and the fix."""
-    model, path, address = hub["vit"]
-    output = address.split(":")[0]
+    model, path, default = hub["vit"]
+    output = default.rsplit("/", 1)[0]  # the last block
+    address = f"{output}:input"
     result = run(["batch", str(photos), "--out", str(tmp_path / "o"), "--model", path,
                   "--layer", output, "--batch-size", "1", "--device", "cpu"])
     assert result.exit_code == 0, result.output

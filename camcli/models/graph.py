@@ -296,14 +296,33 @@ def _blocks(calls: list[_Call]) -> list[_Call]:
             if not any(c.path.startswith(other.path + "/") for other in repeated)]
 
 
-def _automatic(calls: list[_Call]) -> _Target | None:
-    """The layer explained when none is asked for: a transformer's last block's input
-    (`bench/transformers.py` measured it); else the last 4-D graph map wider than 1x1."""
+def _first_norm(calls: list[_Call], block: _Call) -> _Call | None:
+    """The LayerNormalization that the last pre-norm block inside ``block`` (itself, or a
+    Swin stage's last block) applies first: ViT's ``ln_1``, DINOv2's and Swin's
+    ``norm1``. A pre-norm block is the layer holding two or more of them."""
+    import keras
+
+    norms: dict[str, list[_Call]] = {}
+    for call in calls:
+        if (call.path.startswith(block.path + "/") and _accepted(call)
+                and isinstance(call.layer, keras.layers.LayerNormalization)):
+            norms.setdefault(call.path.rsplit("/", 1)[0], []).append(call)
+    blocks = [found for found in norms.values() if len(found) > 1]
+    return blocks[-1][0] if blocks else None
+
+
+def _automatic(calls: list[_Call]) -> tuple[_Target, str] | None:
+    """The layer explained when none is asked for, and why: a transformer's last block's
+    first LayerNormalization (else that block's input), where `bench/transformers.py`
+    measured LayerCAM to point best; else the last 4-D graph map wider than 1x1."""
     blocks = _blocks(calls)
     if blocks:
-        return _Target(blocks[-1], "input")
+        norm = _first_norm(calls, blocks[-1])
+        if norm is not None:
+            return _Target(norm), "a transformer's last block's first LayerNormalization"
+        return _Target(blocks[-1], "input"), "a transformer's last block's input"
     spatial = [c for c in calls if not c.intercepted and _spatial(c)]
-    return _Target(spatial[-1]) if spatial else None
+    return (_Target(spatial[-1]), "last spatial feature map") if spatial else None
 
 
 def _spatial(call: _Call) -> bool:
@@ -497,7 +516,10 @@ def layers(model, registered: str | None = None) -> list[LayerInfo]:
         LayerError: a model camcli cannot traverse, or ``registered`` names no layer.
     """
     fresh, calls, _ = _replayed(model)
-    chosen = _find_layer(calls, registered) if registered else _automatic(calls)
+    if registered:
+        chosen = _find_layer(calls, registered)
+    else:
+        chosen = (_automatic(calls) or (None, None))[0]
     default = chosen.address if chosen is not None else None
     blocks = {id(c) for c in _blocks(calls)}
     last: dict[str, _Target] = {}
@@ -532,7 +554,8 @@ def build(model, layer: str | Sequence[str] | None = None, source: str = "as ask
     from the token count; ``token_grid`` (height, width) and ``prefix_tokens`` settle it
     otherwise.
 
-    The automatic choice is `_automatic`'s: a transformer's last block's input, else the
+    The automatic choice is `_automatic`'s: a transformer's last block's first
+    LayerNormalization (its input normalised per token), else the
     last layer whose output is a 4-D map with height and width above 1, searched through
     nested backbones too.
 
@@ -551,16 +574,15 @@ def build(model, layer: str | Sequence[str] | None = None, source: str = "as ask
         log.info("target layer%s: %s (%s)", "s" if len(addresses) > 1 else "",
                  ", ".join(addresses), source)
     else:
-        chosen = _automatic(calls)
-        if chosen is None:
+        automatic = _automatic(calls)
+        if automatic is None:
             raise LayerError(
                 "no layer with a spatial 4-D output (height and width > 1) and no repeated "
                 "transformer blocks in the model: give {layer} ('camcli layers MODEL' lists "
                 "the layers it takes)", ("layer",)
             )
+        chosen, why = automatic
         chosen_all = [chosen]
-        why = "a transformer's last block's input" if chosen.side == "input" else \
-            "last spatial feature map"
         log.info("target layer: %s (%s, found automatically)", chosen.address, why)
 
     logits, kind = _peel_output(calls, output)
