@@ -47,8 +47,9 @@ from camcli.manifest import (
     manifest_name,
     relative_to,
 )
+from camcli.methods import METHODS
 from camcli.metrics import RunningMeans
-from camcli.options import BatchOptions
+from camcli.options import BatchOptions, ExplainRequest, default
 from camcli.pipeline import ImageResult
 from camcli.session import Session
 from camcli.storage import store_for
@@ -322,7 +323,22 @@ def request_of(session: Session, item: InputItem) -> Request:
     target, asked, source = session.plan.kind(item.requested_class)
     explainer = session.explainer
     return Request(session.loaded.name, explainer.layer, explainer.method_name, target, asked,
-                   source, explainer.fuse, explainer.tokens)
+                   source, explainer.fuse, explainer.tokens, settings_of(session.request))
+
+
+#: Method options that change how fast a map is made, not the map.
+_SPEED_ONLY = ("scorecam_batch",)
+
+
+def settings_of(request: ExplainRequest) -> str | None:
+    """A `Request`'s ``settings``: the smoothing and the method's own options that change
+    its maps, where they differ from their defaults."""
+    if request.method is None:
+        return None
+    names = ("smooth", *(n for n in METHODS[request.method].options if n not in _SPEED_ONLY))
+    said = [f"{name}={getattr(request, name)}" for name in names
+            if getattr(request, name) != default(ExplainRequest, name)]
+    return ",".join(said) or None
 
 
 # -- record --------------------------------------------------------------------------------

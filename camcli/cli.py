@@ -27,7 +27,8 @@ from camcli import __version__
 from camcli.backend import PRECISIONS
 from camcli.errors import CamcliError, UsageProblem
 from camcli.methods import METHODS
-from camcli.methods.base import FUSE_MODES
+from camcli.methods.base import FUSE_MODES, SMOOTHINGS
+from camcli.methods.eigencam import KERNELS
 from camcli.models.preprocess import PREPROCESSORS
 from camcli.options import (
     DEFAULT_BATCH_SIZE,
@@ -206,7 +207,8 @@ def render_options(command):
 
 
 def method_options(command):
-    """--method, --top-k-maps, --max-maps, --scorecam-batch (``explain`` and ``batch``)."""
+    """--method, --top-k-maps, --smooth and the methods' own options (``explain`` and
+    ``batch``)."""
     return _stack(command, [
         click.option("--method", default=default(ExplainRequest, "method"), show_default=True,
                      type=click.Choice(METHOD_NAMES),
@@ -214,12 +216,29 @@ def method_options(command):
         click.option("--top-k-maps", type=click.IntRange(min=1), default=None, metavar="K",
                      help="One picture per each of the top-K classes, named "
                           "<name>.<rank>-<label>.jpg; one manifest record each, with 'rank'."),
+        click.option("--smooth", type=click.Choice(SMOOTHINGS), default=None,
+                     help="aug: average the maps of the image and its mirror image, each at "
+                          "brightness x0.9, x1, x1.1 (6 passes); eigen: the weighted maps' "
+                          "first principal component instead of their sum."),
         click.option("--max-maps", type=click.IntRange(min=1), default=None, metavar="K",
-                     help="scorecam: keep the K activation maps of highest variance (Faster "
-                          "Score-CAM). [default: all channels]"),
+                     help="scorecam, ablationcam: use only the K activation maps of highest "
+                          "variance (Faster Score-CAM). [default: all channels]"),
         click.option("--scorecam-batch", type=click.IntRange(min=1), show_default=True,
                      default=default(ExplainRequest, "scorecam_batch"), metavar="N",
                      help="scorecam: masked images per forward pass."),
+        click.option("--finer-alpha", type=float, show_default=True,
+                     default=default(ExplainRequest, "finer_alpha"), metavar="A",
+                     help="finercam: how much of the similar classes' logits is subtracted."),
+        click.option("--finer-classes", type=click.IntRange(min=1), show_default=True,
+                     default=default(ExplainRequest, "finer_classes"), metavar="N",
+                     help="finercam: the N classes whose logits are closest to the "
+                          "explained class's are compared with it."),
+        click.option("--kernel", type=click.Choice(KERNELS), show_default=True,
+                     default=default(ExplainRequest, "kernel"),
+                     help="kpcacam: the kernel of its kernel PCA."),
+        click.option("--seed", type=int, show_default=True,
+                     default=default(ExplainRequest, "seed"),
+                     help="randomcam: the seed of its random channel weights."),
     ])
 
 
@@ -311,16 +330,20 @@ def _requests(given: Given, method: str | None, **explain
 
 def _open_session(model: ModelRequest, explain: ExplainRequest):
     """Load the model and split it as asked (the one way every command does)."""
+    import functools
+
     from camcli.session import open_session
 
-    return open_session(model, explain, progress=_mask_progress)
+    return open_session(model, explain, progress=functools.partial(_inner_progress,
+                                                                   explain.method))
 
 
-def _mask_progress(total: int):
-    """Score-CAM's inner progress bar (masked images of the current batch)."""
+def _inner_progress(method: str, total: int):
+    """A slow method's inner progress bar (Score-CAM's masked images, Ablation-CAM's
+    ablated channels, of the current batch)."""
     from tqdm import tqdm
 
-    return tqdm(total=total, unit="mask", desc="scorecam", leave=False, file=sys.stderr,
+    return tqdm(total=total, unit="map", desc=method, leave=False, file=sys.stderr,
                 disable=_verbosity() < 0, position=1, dynamic_ncols=True)
 
 
@@ -439,7 +462,9 @@ def explain(images, output, out_dir, method, batch_size, **options):
     """Overlays by any method (--method) for one or more images.
 
     \b
-    Methods: cam, gradcam, gradcam++, xgradcam, hirescam, layercam, eigencam, scorecam.
+    Methods ('camcli methods' describes them): cam, gradcam, gradcam++, xgradcam,
+    hirescam, layercam, eigencam, scorecam, ablationcam, eigengradcam, gradcam-elementwise,
+    kpcacam, shapleycam, finercam, fullgrad, randomcam (a baseline).
     Writes <stem>_<method>.jpg per image (--top-k-maps: <stem>_<method>.<rank>-<label>.jpg).
     """
     _explain_images(method, images, output, out_dir, batch_size, options)

@@ -162,17 +162,24 @@ def build_explainer(loaded: LoadedModel, request: ExplainRequest = ExplainReques
         UsageProblem: a method's option given with another method.
     """
     check_method_options(request)
-    source = "as asked" if request.layers else f"the registered layer of {loaded.name}"
-    explained = graph.build(loaded.model, list(request.layers) or loaded.default_layer, source,
-                            request.token_grid, request.prefix_tokens)
-    if request.method is None:
+    kind = METHODS[request.method] if request.method else None
+    layers, source = list(request.layers), "as asked"
+    if not layers:
+        layers, source = loaded.default_layer, f"the registered layer of {loaded.name}"
+    if getattr(kind, "own_layers", False):
+        if request.layers:
+            raise UsageProblem(f"{kind.name} has no target layer: it uses every convolution's "
+                               "bias and batch normalisation itself; drop {layers}", ("layers",))
+        layers, source = kind.target_layers(loaded.model), f"{kind.name}'s bias layers"
+    explained = graph.build(loaded.model, layers, source, request.token_grid,
+                            request.prefix_tokens)
+    if kind is None:
         method = Predictor(explained)
     else:
-        kind = METHODS[request.method]
         options = {name: getattr(request, name) for name in kind.options}
         if kind.shows_progress:
             options["progress"] = progress
-        method = kind(explained, request.fuse, **options)
+        method = kind(explained, request.fuse, request.smooth, **options)
     return Explainer(explained, method, loaded.preprocess, loaded.input_size, device)
 
 

@@ -54,6 +54,9 @@ class Request:
         tokens: for a token layer, how its tokens made the map, ``"P+HxW"`` (P prefix
             tokens dropped, then an H x W grid); with several layers, one per layer (None
             for a map); None when no layer is a token layer.
+        settings: the method's settings that change its maps and differ from their
+            defaults, ``"name=value"`` joined by commas in a fixed order (``smooth=aug``,
+            ``finer_alpha=0.5``, ``max_maps=64``); None when all are the defaults.
     """
 
     model: str
@@ -64,6 +67,7 @@ class Request:
     class_source: str | None = None
     fuse: str | None = None
     tokens: str | tuple[str | None, ...] | None = None
+    settings: str | None = None
 
     def __post_init__(self):
         if self.target not in TARGETS:
@@ -121,7 +125,8 @@ class Record:
             "fuse": self.request.fuse,
             "tokens": (self.request.tokens if not isinstance(self.request.tokens, tuple)
                        else list(self.request.tokens)),
-            "method": self.request.method, "target": self.request.target,
+            "method": self.request.method, "settings": self.request.settings,
+            "target": self.request.target,
             "requested_class": self.request.requested_class,
             "class_source": self.request.class_source, "rank": self.rank,
             "class_index": self.class_index, "label": self.label, "score": self.score,
@@ -148,7 +153,8 @@ class Record:
             request = Request(data["model"], layer if isinstance(layer, str) else tuple(layer),
                               data["method"], data["target"], data.get("requested_class"),
                               data.get("class_source"), data.get("fuse"),
-                              tuple(tokens) if isinstance(tokens, list) else tokens)
+                              tuple(tokens) if isinstance(tokens, list) else tokens,
+                              data.get("settings"))
             return cls(input=data["input"], request=request, rank=data.get("rank"),
                        output=data.get("output"), map=data.get("map"),
                        class_index=data.get("class_index"), label=data.get("label"),

@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
+from camcli.methods.gradient import FINER_ALPHA, FINER_CLASSES
 from camcli.methods.scorecam import DEFAULT_SCORECAM_BATCH
 from camcli.models import DEFAULT_MODEL
 
@@ -69,8 +70,15 @@ class ExplainRequest:
         skip_unknown_classes: with ``class_from``, give inputs whose class the model does
             not have an error record instead of refusing the run.
         top_k_maps: explain each image's K most probable classes, one map each.
-        max_maps: Score-CAM: keep the K channels of highest variance (None: all).
+        max_maps: Score-CAM, Ablation-CAM: keep (ablate) the K channels of highest
+            variance (None: all).
         scorecam_batch: Score-CAM: masked images per forward pass.
+        smooth: ``aug`` (test-time augmentation) or ``eigen`` (first principal component);
+            None: no smoothing (`camcli.methods.base`).
+        finer_alpha: Finer-CAM: how much the similar classes' logits are subtracted.
+        finer_classes: Finer-CAM: how many similar classes are compared.
+        kernel: KPCA-CAM: the kernel of its kernel PCA.
+        seed: RandomCAM: the seed of its random weights.
         metric_steps: measure each map's faithfulness with this many deletion / insertion
             steps (None: no metrics).
         boxes: find each map's box (`camcli.localise.box`), record and draw it.
@@ -91,6 +99,11 @@ class ExplainRequest:
     top_k_maps: int | None = None
     max_maps: int | None = None
     scorecam_batch: int = DEFAULT_SCORECAM_BATCH
+    smooth: str | None = None
+    finer_alpha: float = FINER_ALPHA
+    finer_classes: int = FINER_CLASSES
+    kernel: str = "sigmoid"
+    seed: int = 0
     metric_steps: int | None = None
     boxes: bool = False
     box_threshold: float = DEFAULT_BOX_THRESHOLD

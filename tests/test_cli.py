@@ -15,7 +15,7 @@ from PIL import Image
 from camcli.cli import main
 
 MANIFEST_FIELDS = {"schema", "input", "output", "map", "model", "layer", "fuse", "tokens",
-                   "method", "target", "requested_class", "class_source", "rank",
+                   "method", "settings", "target", "requested_class", "class_source", "rank",
                    "class_index", "label",
                    "score", "top", "peak", "box", "metrics", "precision", "error", "time"}
 
@@ -340,7 +340,17 @@ def test_explain_any_method_into_a_folder(photos, tmp_path, model_args):
 
 @pytest.mark.parametrize("args, message", [
     (["--method", "gradcam", "--max-maps", "3"],
-     "Error: --max-maps and --scorecam-batch apply to the scorecam method only"),
+     "Error: --max-maps applies to the scorecam and ablationcam methods only"),
+    (["--method", "scorecam", "--finer-alpha", "0.5"],
+     "Error: --finer-alpha and --finer-classes apply to the finercam method only"),
+    (["--seed", "3"], "Error: --seed applies to the randomcam method only"),
+    (["--kernel", "rbf"], "Error: --kernel applies to the kpcacam method only"),
+    (["--method", "eigencam", "--smooth", "eigen"],
+     "Error: --smooth eigen does not apply to eigencam: its map is a principal component "
+     "already"),
+    (["--method", "fullgrad", "--layer", "conv"],
+     "Error: fullgrad has no target layer: it uses every convolution's bias and batch "
+     "normalisation itself; drop --layer"),
     (["--class-from", "folder", "--class", "1"],
      "Error: give --class (one class for every image) or --class-from (a class per image), "
      "not both"),
@@ -555,3 +565,34 @@ def test_a_full_disk_stops_the_single_image_commands_too(photos, tmp_path, model
     assert result.stderr.strip().splitlines()[-1] == (
         f"Error: cannot write to {folder}: No space left on device")
     assert [p.name for p in out.rglob("*.jpg")] == ["red_gradcam.jpg"]
+
+
+def test_batch_records_the_settings_and_reruns_when_they_change(photos, tmp_path, model_args):
+    out = tmp_path / "finer"
+    args = ["batch", str(photos / "red.jpg"), "--out", str(out), "--method", "finercam",
+            "--finer-classes", "2", *model_args]
+    first = run([*args, "--smooth", "aug"])
+    assert first.exit_code == 0, first.output
+    assert [r["settings"] for r in manifest(out)] == ["smooth=aug,finer_classes=2"]
+    again = run([*args, "--smooth", "aug"])
+    assert "1 inputs: 0 written, 1 already done, 0 failed" in again.stderr
+    changed = run(args)  # no smoothing: another request
+    assert "1 inputs: 1 written, 0 already done, 0 failed" in changed.stderr
+    assert [r["settings"] for r in manifest(out)] == ["smooth=aug,finer_classes=2",
+                                                      "finer_classes=2"]
+
+
+@pytest.mark.parametrize("method", ["ablationcam", "fullgrad", "kpcacam", "shapleycam",
+                                    "randomcam"])
+def test_batch_runs_each_new_method_end_to_end(photos, tmp_path, model_args, method):
+    out = tmp_path / method
+    result = run(["batch", str(photos / "red.jpg"), str(photos / "sub" / "green.png"),
+                  "--out", str(out), "--method", method, *model_args])
+    assert result.exit_code == 0, result.output
+    rows = manifest(out)
+    assert [r["method"] for r in rows] == [method, method]
+    for row in rows:
+        with Image.open(out / row["output"]) as picture:
+            assert picture.format == "JPEG"
+    if method == "fullgrad":
+        assert rows[0]["layer"] == "conv"  # its bias layers: the tiny model has one

@@ -147,6 +147,8 @@ def value_for(param: click.Option, context: click.Context, tmp_path):
         return str(value), value
     if kind == click.INT:
         return "7", 7
+    if kind == click.FLOAT:
+        return "0.25", 0.25
     return f"value-of-{param.name}", f"value-of-{param.name}"
 
 

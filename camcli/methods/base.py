@@ -9,6 +9,12 @@ only supplies its weights: one per channel ``(n, c)`` or one per element ``(n, h
 With several target layers, the same pass gives every layer's map; each is normalised,
 upsampled (bilinear) to the finest layer's grid, and the maps are fused by their mean or
 maximum, then normalised again (as LayerCAM's paper and pytorch-grad-cam do).
+
+Two smoothings apply to any method (``smooth``), as pytorch-grad-cam's ``aug_smooth``
+and ``eigen_smooth``: ``aug`` averages the maps of six variants of each image (flipped
+or not, times 0.9, 1 and 1.1), each brought back before the mean; ``eigen`` replaces the
+weighted sum of the feature maps by the projection of the weighted feature maps on their
+first principal component (`first_component`).
 """
 
 from __future__ import annotations
@@ -52,6 +58,12 @@ TOP1 = -1
 #: How the maps of several layers become one.
 FUSE_MODES = ("mean", "max")
 
+#: The smoothings (``--smooth``): test-time augmentation, or the first principal component.
+SMOOTHINGS = ("aug", "eigen")
+
+#: ``aug``'s brightness multipliers; each is applied to the image and to its mirror image.
+AUG_FACTORS = (0.9, 1.0, 1.1)
+
 
 def rank_classes(probabilities: np.ndarray, k: int) -> np.ndarray:
     """The ``k`` most probable classes of each row, best first.
@@ -87,14 +99,25 @@ class BaseCAM:
     options: ClassVar[tuple[str, ...]] = ()
     #: Whether the constructor takes a ``progress`` hook (slow methods show a second bar).
     shows_progress: ClassVar[bool] = False
+    #: Why ``--smooth eigen`` does not apply, or None when it does.
+    no_eigen: ClassVar[str | None] = None
+    #: A baseline for the metrics, not an explanation (``camcli methods`` says so).
+    baseline: ClassVar[bool] = False
 
-    def __init__(self, graph: ExplainGraph, fuse: str = FUSE_MODES[0]):
+    def __init__(self, graph: ExplainGraph, fuse: str = FUSE_MODES[0],
+                 smooth: str | None = None):
         if fuse not in FUSE_MODES:
             raise ValueError(f"fuse must be one of {FUSE_MODES}, got {fuse!r}")
+        if smooth not in (None, *SMOOTHINGS):
+            raise ValueError(f"smooth must be one of {SMOOTHINGS}, got {smooth!r}")
         self.graph = graph
         self.fuse = fuse
+        self.smooth = smooth
         if len(graph.layers) > 1 and self.no_fusion:
             raise UsageProblem(f"{self.name} cannot fuse several layers: {self.no_fusion}")
+        if smooth == "eigen" and self.no_eigen:
+            raise UsageProblem(f"{{smooth}} eigen does not apply to {self.name}: "
+                               f"{self.no_eigen}", ("smooth",))
         self.check()
         self._step = None
         self._warned: set[str] = set()
@@ -115,22 +138,44 @@ class BaseCAM:
 
     def raw_map(self, features, gradients, class_index):
         """The map before ReLU and normalisation: the weighted sum of the feature maps."""
+        return self.combine(features, self.weights(features, gradients, class_index))
+
+    def combine(self, features, weights):
+        """``(n, h, w)``: the feature maps ``(n, h, w, c)`` summed with their weights, one
+        per channel ``(n, c)`` or per element; with ``smooth="eigen"``, the weighted maps'
+        projection on their first principal component instead."""
         tf = tensorflow()
-        weights = self.weights(features, gradients, class_index)
+        if self.smooth == "eigen":
+            weighted = features * (weights[:, None, None, :] if weights.shape.rank == 2
+                                   else weights)
+            return first_component(weighted)
         if weights.shape.rank == 2:
             return tf.einsum("nhwc,nc->nhw", features, weights)
         return tf.reduce_sum(features * weights, axis=-1)
 
+    def score(self, logits, class_index):
+        """``(n,)`` what is explained: the logit of each image's class (pre-softmax where
+        the model has a softmax). Methods with another score override it."""
+        return tensorflow().gather(logits, class_index, batch_dims=1)
+
     # -- shared work ------------------------------------------------------------------
+
+    def differentiate(self, x, requested):
+        """The forward pass and d(score)/d(features): ``(features, probabilities,
+        class_index, gradients)``, one feature and gradient tensor per target layer (a
+        gradient is None where Keras gives none)."""
+        tf = tensorflow()
+        with tf.GradientTape() as tape:
+            features, probabilities, class_index, score = forward(self.graph, x, requested,
+                                                                  self.score)
+        # Images in a batch are independent at inference, so the gradient of the summed
+        # scores holds each image's own d(score)/d(features).
+        return features, probabilities, class_index, tape.gradient(score, features)
 
     def _explain(self, x, requested):
         tf = tensorflow()
         if self.needs_gradients:
-            with tf.GradientTape() as tape:
-                features, probabilities, class_index, score = forward(self.graph, x, requested)
-            # Images in a batch are independent at inference, so the gradient of the summed
-            # scores holds each image's own d(score)/d(features).
-            gradients = tape.gradient(score, features)
+            features, probabilities, class_index, gradients = self.differentiate(x, requested)
             for layer, gradient in zip(self.graph.layers, gradients, strict=True):
                 if gradient is None:
                     raise LayerError(
@@ -161,6 +206,21 @@ class BaseCAM:
             class_index: the class to explain, one for all images or one per image;
                 `TOP1` (-1) explains each image's top-1 prediction.
         """
+        if self.smooth != "aug":
+            return self.compute(batch, class_index)
+        # The plain images first: their classes are the ones every variant explains.
+        plain = self.compute(batch, class_index)
+        variants, undo = augmented(batch)
+        others = self.compute(variants, np.tile(plain.class_index, len(undo)))
+        maps = [plain.maps] + [back(m) for back, m in
+                               zip(undo, np.split(others.maps, len(undo)), strict=True)]
+        mean = np.mean(maps, axis=0, dtype=np.float64).astype(np.float32)
+        peak = mean.max(axis=(1, 2), keepdims=True)
+        return Explanation(plain.probabilities, plain.class_index, mean,
+                           np.divide(mean, peak, out=np.zeros_like(mean), where=peak > 0))
+
+    def compute(self, batch: np.ndarray, class_index: int | np.ndarray) -> Explanation:
+        """One explanation of ``batch`` (no augmentation): the method's own work."""
         if self._step is None:
             self._step = compile_step(self._explain, batch)
         probabilities, chosen, raw, maps, zero = self._step(batch,
@@ -188,11 +248,12 @@ class BaseCAM:
                         zero.shape[1], advice)
 
 
-def forward(graph: ExplainGraph, x, requested):
+def forward(graph: ExplainGraph, x, requested, score=None):
     """The one forward pass: features (a list, one per target layer), probabilities,
     explained class and its score.
 
-    The score is the logit of the explained class (pre-softmax where the model has one).
+    The score is ``score(logits, class_index)``; by default the logit of the explained
+    class (pre-softmax where the model has one).
     """
     tf = tensorflow()
     features, logits = graph.run(x)
@@ -206,8 +267,10 @@ def forward(graph: ExplainGraph, x, requested):
     # Not tf.argmax: it does not say which index wins a tie; top_k takes the lower one.
     top1 = tf.math.top_k(probabilities, k=1).indices[:, 0]
     class_index = tf.where(requested >= 0, requested, top1)
-    score = tf.gather(logits, class_index, batch_dims=1)
-    return features, probabilities, class_index, score
+    if score is None:
+        return features, probabilities, class_index, tf.gather(logits, class_index,
+                                                               batch_dims=1)
+    return features, probabilities, class_index, score(logits, class_index)
 
 
 def compile_step(fn, batch: np.ndarray):
@@ -236,6 +299,42 @@ def fuse(maps: list, mode: str):
                           for m in maps])
     return tf.reduce_mean(upsampled, axis=0) if mode == "mean" else \
         tf.reduce_max(upsampled, axis=0)
+
+
+def first_component(weighted):
+    """``(n, h, w)``: each image's ``(h, w, c)`` maps, centred over positions, projected on
+    their first principal component (SVD). SVD leaves its sign arbitrary; camcli takes
+    the sign whose projection correlates positively with the centred maps' mean over
+    channels, so the map shows where the maps are high rather than low."""
+    tf = tensorflow()
+    shape = tf.shape(weighted)
+    flat = tf.reshape(weighted, [shape[0], shape[1] * shape[2], shape[3]])  # (n, hw, c)
+    centred = flat - tf.reduce_mean(flat, axis=1, keepdims=True)
+    _, _, v = tf.linalg.svd(centred, full_matrices=False)  # v: (n, c, k)
+    projection = tf.einsum("npc,nc->np", centred, v[:, :, 0])
+    return tf.reshape(projection * sign_towards(projection, centred), shape[:3])
+
+
+def sign_towards(projection, centred):
+    """``(n, 1)``: +1 or -1, whichever makes ``projection`` (n, p) correlate positively with
+    the mean over channels of ``centred`` (n, p, c)."""
+    tf = tensorflow()
+    agreement = tf.reduce_sum(projection * tf.reduce_mean(centred, axis=2), axis=1)
+    return tf.where(agreement < 0, -1.0, 1.0)[:, None]
+
+
+def augmented(batch: np.ndarray):
+    """``--smooth aug``'s other five variants of ``batch`` (stacked variant after variant)
+    and, per variant, the function that brings its maps back onto the plain image."""
+    flipped = batch[:, :, ::-1]
+    variants, undo = [], []
+    for mirror in (False, True):
+        for factor in AUG_FACTORS:
+            if not mirror and factor == 1.0:
+                continue  # the plain image, explained first
+            variants.append((flipped if mirror else batch) * np.float32(factor))
+            undo.append((lambda m: m[:, :, ::-1]) if mirror else (lambda m: m))
+    return np.concatenate(variants).astype(np.float32), undo
 
 
 def normalise(raw):

@@ -36,7 +36,8 @@ class ScoreCAM(BaseCAM):
     options = ("max_maps", "scorecam_batch")
     shows_progress = True
 
-    def __init__(self, graph, fuse: str = "mean", *, max_maps: int | None = None,
+    def __init__(self, graph, fuse: str = "mean", smooth: str | None = None, *,
+                 max_maps: int | None = None,
                  scorecam_batch: int = DEFAULT_SCORECAM_BATCH,
                  progress: Callable[[int], object] | None = None):
         """
@@ -50,7 +51,7 @@ class ScoreCAM(BaseCAM):
             raise ValueError(f"scorecam_batch must be >= 1, got {scorecam_batch}")
         if max_maps is not None and max_maps < 1:
             raise ValueError(f"max_maps must be >= 1, got {max_maps}")
-        super().__init__(graph, fuse)
+        super().__init__(graph, fuse, smooth)
         self.batch_size, self.max_maps, self.progress = scorecam_batch, max_maps, progress
         self._score_step = None
 
@@ -63,7 +64,7 @@ class ScoreCAM(BaseCAM):
         _, probabilities, class_index, _ = forward(self.graph, x, requested)
         return tensorflow().gather(probabilities, class_index, batch_dims=1)
 
-    def __call__(self, batch: np.ndarray, class_index=-1) -> Explanation:
+    def compute(self, batch: np.ndarray, class_index) -> Explanation:
         tf = tensorflow()
         if self._step is None:
             self._step = compile_step(self._first_pass, batch)
@@ -100,4 +101,4 @@ class ScoreCAM(BaseCAM):
             scores.append(self._score_step(masked, tf.fill([tf.shape(chunk)[0]], class_index)))
             if bar is not None:
                 bar.update(int(chunk.shape[0]))
-        return tf.einsum("hwk,k->hw", selected, tf.concat(scores, axis=0))
+        return self.combine(selected[None], tf.concat(scores, axis=0)[None])[0]

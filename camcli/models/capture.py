@@ -76,6 +76,30 @@ def _restore(saved: list) -> None:
             object.__setattr__(layer, "call", own)
 
 
+@contextlib.contextmanager
+def replacing(layer, side: str, tensor) -> Iterator[None]:
+    """While inside, ``layer``'s call receives (``side="input"``) or returns (``output``)
+    ``tensor`` instead of its own; its ``call`` is put back on leaving."""
+    if side not in SIDES:
+        raise ValueError(f"side must be one of {SIDES}, got {side!r}")
+    own = layer.__dict__.get("call")
+    original = layer.call
+
+    def wrapped(*args, **kwargs):
+        if side == "output":
+            return tensor
+        first = first_tensor(args, kwargs)
+        args = tuple(tensor if a is first else a for a in args)
+        kwargs = {k: tensor if v is first else v for k, v in kwargs.items()}
+        return original(*args, **kwargs)
+
+    object.__setattr__(layer, "call", wrapped)
+    try:
+        yield
+    finally:
+        _restore([(layer, own)])
+
+
 class Captured:
     """The tensors of one forward pass: ``sites[i] = (layer, side)``; after the pass,
     ``tensors[i]`` is what that layer received or returned (in its last call)."""

@@ -113,6 +113,10 @@ class ExplainGraph:
             None for a layer that is a map already.
         captured: per target layer, ``(layer, side)`` when it is read by call
             interception during the forward pass (`run`), None when ``model`` returns it.
+        sites: per target layer, ``(layer, side)``: the Keras layer and which tensor of
+            its call the target is (`run_replacing`).
+        head: with one target layer whose output alone feeds the rest of the model, the
+            Keras model from that output to the logits (`logits_from`); else None.
     """
 
     model: Any
@@ -123,6 +127,18 @@ class ExplainGraph:
     cam_problem: str | None = None
     grids: list = None
     captured: list = None
+    sites: list = None
+    head: Any = None
+
+    def logits_from(self, x, features):
+        """The logits when the (one) target layer gives ``features`` instead of its own
+        tensor: through `head` alone when there is one, else a whole forward pass of
+        ``x`` (one image per row of ``features``) with the layer's tensor replaced."""
+        if self.head is not None:
+            return _outputs(self.head(features, training=False))[-1]
+        layer, side = self.sites[0]
+        with capture.replacing(layer, side, features):
+            return _outputs(self.model(x, training=False))[-1]
 
     def run(self, x):
         """The one forward pass: ``(features, logits)``, one feature tensor per target
@@ -507,6 +523,30 @@ def _grid(target: _Target, fresh, token_grid=None, prefix_tokens=None):
                               prefix_tokens)
 
 
+def bias_layers(model) -> list[str]:
+    """The addresses of ``model``'s convolutions with a bias and its batch
+    normalisations, with a 4-D output, in the order of the forward pass (FullGrad's
+    layers).
+
+    Raises:
+        LayerError: a model camcli cannot traverse.
+    """
+    import keras
+
+    _, calls, _ = _replayed(model)
+    kinds = (keras.layers.Conv2D, keras.layers.DepthwiseConv2D, keras.layers.SeparableConv2D,
+             keras.layers.BatchNormalization)
+    found: dict[str, None] = {}
+    for call in calls:
+        layer = call.layer
+        if call.intercepted or not isinstance(layer, kinds) or not _accepted(call):
+            continue
+        if len(call.shape()) == 4 and (isinstance(layer, keras.layers.BatchNormalization)
+                                       or getattr(layer, "use_bias", False)):
+            found[call.path] = None
+    return list(found)
+
+
 def layers(model, registered: str | None = None) -> list[LayerInfo]:
     """Every address of ``model`` that ``--layer`` accepts (a 4-D map or 3-D tokens), in
     the order of the forward pass, a block's input before the block, and which is
@@ -603,6 +643,12 @@ def build(model, layer: str | Sequence[str] | None = None, source: str = "as ask
                      target.address, grid.prefix, grid.height, grid.width)
     in_graph = [c.tensor for c in chosen_all if not c.call.intercepted]
     explain_model = keras.Model(fresh, [*in_graph, logits], name=f"{model.name}_explain")
+    head = None
+    if len(chosen_all) == 1 and not only.call.intercepted and only.side == "output":
+        try:  # a residual branch that bypasses the layer leaves the head unconnected
+            head = keras.Model(only.tensor, logits, name=f"{model.name}_head")
+        except ValueError:
+            head = None
     return ExplainGraph(
         model=explain_model,
         layers=[c.address for c in chosen_all],
@@ -613,4 +659,6 @@ def build(model, layer: str | Sequence[str] | None = None, source: str = "as ask
         grids=grids,
         captured=[(c.call.layer, c.side) if c.call.intercepted else None
                   for c in chosen_all],
+        sites=[(c.call.layer, c.side) for c in chosen_all],
+        head=head,
     )
