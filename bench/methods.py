@@ -44,7 +44,8 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--scorecam-images", type=int, default=2,
-                        help="Score-CAM is C forward passes per image: time it on fewer")
+                        help="Score-CAM and Ablation-CAM are C passes per image: time them "
+                             "on fewer")
     parser.add_argument("--scorecam-max-maps", type=int, default=128,
                         help="the Faster Score-CAM row's --max-maps")
     args = parser.parse_args()
@@ -64,18 +65,28 @@ def main() -> None:
     print("| --- | ---: | ---: |")
     print(f"| forward pass only | {forward:.1f} | 1.00x |")
     channels = int(explainer.graph.model.outputs[0].shape[-1])
-    runs = [(name, {}) for name in METHODS if name != "scorecam"]
-    runs += [("scorecam", {"max_maps": None}), ("scorecam", {"max_maps": args.scorecam_max_maps})]
+    slow = ("scorecam", "ablationcam")
+    runs = [(name, {}) for name in METHODS if name not in slow]
+    runs += [("gradcam", {"smooth": "aug"}), ("gradcam", {"smooth": "eigen"})]
+    runs += [(name, {"max_maps": kept}) for name in slow
+             for kept in (None, args.scorecam_max_maps)]
     for name, options in runs:
         if name == "cam" and explainer.graph.cam_kernel is None:
             print("| cam | n/a (no GAP -> Dense head) | |")
             continue
         label, todo, repeats = name, batches, args.repeats
-        if name == "scorecam":
+        graph = explainer.graph
+        if name in slow:
             kept = options["max_maps"] or channels
-            label = f"scorecam ({kept} of {channels} maps; {args.scorecam_images} images)"
+            label = f"{name} ({kept} of {channels} maps; {args.scorecam_images} images)"
             todo, repeats = [batches[0][:args.scorecam_images]], 1
-        method = METHODS[name](explainer.graph, **options)
+        elif "smooth" in options:
+            label = f"{name} --smooth {options['smooth']}"
+        elif getattr(METHODS[name], "own_layers", False):
+            request = ExplainRequest(method=name)
+            graph = build_explainer(loaded, request).graph
+            label = f"{name} ({len(graph.layers)} bias layers)"
+        method = METHODS[name](graph, **options)
         rate = throughput(method, todo, repeats)
         print(f"| {label} | {rate:.2f} | {forward / rate:.2f}x |")
 

@@ -49,6 +49,8 @@ log = logging.getLogger("camcli")
 METHOD_NAMES = tuple(METHODS)
 PREPROCESS_NAMES = tuple(PREPROCESSORS)
 EXIT_INTERRUPTED = 130
+#: What --metrics measures (--metrics alone: faithfulness).
+METRIC_KINDS = ("faithfulness", "road", "all")
 
 
 class UsageFailure(click.ClickException):
@@ -734,9 +736,12 @@ def methods():
               type=click.IntRange(min=1), help="Classes listed in each manifest record's 'top'.")
 @click.option("--workers", default=default(BatchOptions, "workers"), show_default=True,
               type=click.IntRange(min=1), help="Threads decoding and writing images.")
-@click.option("--metrics", is_flag=True,
-              help="Also measure each map's faithfulness (deletion / insertion AUC, average "
-                   "drop, increase in confidence; see README) into the manifest.")
+@click.option("--metrics", is_flag=False, flag_value="faithfulness", default=None,
+              type=click.Choice(METRIC_KINDS),
+              help="Also measure each map's faithfulness into the manifest: --metrics alone "
+                   "or 'faithfulness': deletion / insertion AUC, average drop, increase in "
+                   "confidence; 'road': ROAD's MoRF / LeRF with noisy linear imputation; "
+                   "'all': both (see README).")
 @click.option("--metric-steps", default=DEFAULT_METRIC_STEPS, show_default=True,
               type=click.IntRange(min=1),
               help="Deletion / insertion steps per image (each costs 2 forward passes).")
@@ -784,7 +789,9 @@ def batch(ctx, inputs, method, metrics, metric_steps, make_report, engine, **opt
     given = Given(options)
     run = given.build(BatchOptions, patterns=given.take("patterns") or None,
                       style=given.build(RenderStyle))
-    model, explain = _requests(given, method, metric_steps=metric_steps if metrics else None)
+    model, explain = _requests(
+        given, method, road=metrics in ("road", "all"),
+        metric_steps=metric_steps if metrics in ("faithfulness", "all") else None)
     ray_options = given.build(RayOptions, address=given.take("ray_address"))
     given.close()
     if engine == "ray":
@@ -809,12 +816,7 @@ def batch(ctx, inputs, method, metrics, metric_steps, make_report, engine, **opt
         err=True,
     )
     if summary.metrics:
-        m = summary.metrics
-        click.echo(
-            f"camcli: metrics over {m['images']} images: deletion AUC {m['deletion_auc']:.3f} "
-            f"(lower is better), insertion AUC {m['insertion_auc']:.3f} (higher is better), "
-            f"average drop {m['average_drop']:.1f}% (lower is better), increase in "
-            f"confidence {m['increase']:.1f}% (higher is better)", err=True)
+        _say_metrics(summary.metrics)
     if make_report:
         from camcli.report import build_report
 
@@ -845,6 +847,21 @@ def _command_line() -> str:
     verbosity = _verbosity()
     words += ["-q"] if verbosity < 0 else ["-v"] if verbosity > 0 else []
     return shlex.join(words)
+
+
+def _say_metrics(means: dict) -> None:
+    """The run's mean metrics, on stderr."""
+    said = []
+    if "deletion_auc" in means:
+        said.append(f"deletion AUC {means['deletion_auc']:.3f} (lower is better), insertion "
+                    f"AUC {means['insertion_auc']:.3f} (higher is better), average drop "
+                    f"{means['average_drop']:.1f}% (lower is better), increase in confidence "
+                    f"{means['increase']:.1f}% (higher is better)")
+    if "road_combined" in means:
+        said.append(f"ROAD MoRF {means['road_morf']:+.4f} (lower is better), LeRF "
+                    f"{means['road_lerf']:+.4f} (higher is better), combined "
+                    f"{means['road_combined']:+.4f} (higher is better)")
+    click.echo(f"camcli: metrics over {means['images']} images: {'; '.join(said)}", err=True)
 
 
 @contextlib.contextmanager

@@ -138,11 +138,22 @@ class Explainer:
         """The metrics of each image's first map: a `camcli.metrics.Faithfulness`."""
         from camcli.metrics import faithfulness
 
-        classes = np.array([first[0].class_index for first in explained.maps], np.int32)
-        heatmaps = np.stack([first[0].heatmap for first in explained.maps])
-        original = explained.probabilities[np.arange(len(resized)), classes]
-        return faithfulness(self.probability_of, resized, heatmaps, classes, original, steps,
+        return faithfulness(self.probability_of, resized, *_first_maps(explained), steps,
                             batch_size=max(len(resized), 32))
+
+    def road(self, resized: np.ndarray, explained: BatchExplanation):
+        """ROAD's scores of each image's first map: a `camcli.metrics.Road`."""
+        from camcli.metrics import road
+
+        return road(self.probability_of, resized, *_first_maps(explained),
+                    batch_size=max(len(resized), 32))
+
+
+def _first_maps(explained: BatchExplanation) -> tuple:
+    """Each image's first map, its class and the class's probability."""
+    classes = np.array([first[0].class_index for first in explained.maps], np.int32)
+    heatmaps = np.stack([first[0].heatmap for first in explained.maps])
+    return heatmaps, classes, explained.probabilities[np.arange(len(classes)), classes]
 
 
 def _maps_or_none(explanation) -> list:

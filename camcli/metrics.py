@@ -20,6 +20,14 @@ the overlays). ``p(x)`` is the explained class's probability on image ``x``.
 
 All ``(2S + 3)`` images of a batch of photos go through the model together, in chunks of
 the batch size. The default S is 20.
+
+* **ROAD** (Rong et al., "A Consistent and Efficient Evaluation Strategy for Attribution
+  Methods", ICML 2022), ``--metrics road``: at the percentiles 10, 20, ..., 90 of the
+  map, the pixels above it (MoRF: most relevant first) or below (LeRF) are removed and
+  filled in by noisy linear imputation (`impute`), and ``p(imputed) - p(image)`` is
+  averaged over the percentiles. ``road_morf``: **lower is better**; ``road_lerf``:
+  **higher is better**; ``road_combined = (road_lerf - road_morf) / 2``: **higher is
+  better**. pytorch-grad-cam's ``metrics/road.py`` defines it the same way.
 """
 
 from __future__ import annotations
@@ -28,6 +36,8 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
+from scipy import sparse
+from scipy.sparse.linalg import splu
 
 from camcli.localise import upsample
 from camcli.options import DEFAULT_METRIC_STEPS
@@ -122,27 +132,137 @@ def faithfulness(probability_of, images: np.ndarray, heatmaps: np.ndarray,
     return Faithfulness(deletion, insertion, drop, masked > original)
 
 
+# -- ROAD --------------------------------------------------------------------------------------
+
+#: ROAD's percentiles of the map (pytorch-grad-cam's and the paper's).
+ROAD_PERCENTILES = (10, 20, 30, 40, 50, 60, 70, 80, 90)
+
+#: The imputation's neighbours and their weights: 1/6 beside, 1/12 diagonally (ROAD's).
+NEIGHBOURS = (((0, 1), 1 / 6), ((0, -1), 1 / 6), ((1, 0), 1 / 6), ((-1, 0), 1 / 6),
+              ((1, 1), 1 / 12), ((1, -1), 1 / 12), ((-1, 1), 1 / 12), ((-1, -1), 1 / 12))
+
+#: The imputation's noise (standard deviation) on the 0-255 scale: ROAD's 0.01 on images
+#: normalised by ImageNet's standard deviation (about 0.226 of the 0-1 range).
+ROAD_NOISE = 0.01 * 0.226 * 255.0
+
+
+def impute(image: np.ndarray, removed: np.ndarray, rng: np.random.Generator,
+           noise: float = ROAD_NOISE) -> np.ndarray:
+    """ROAD's noisy linear imputation: every removed pixel becomes the weighted mean of its
+    neighbours inside the image (`NEIGHBOURS`, removed ones included), plus Gaussian noise.
+
+    The means of all removed pixels are one sparse, symmetric linear system, solved for the
+    three channels at once by one sparse LU factorisation (SciPy's SuperLU).
+
+    Args:
+        image: ``(h, w, 3)`` float RGB.
+        removed: ``(h, w)`` bool, the pixels to fill in.
+        rng: the noise's generator.
+    """
+    height, width = removed.shape
+    flat = removed.ravel()
+    unknown = np.flatnonzero(flat)
+    out = image.astype(np.float32).reshape(-1, image.shape[2])
+    if not len(unknown):
+        return out.reshape(image.shape)
+    number = np.full(flat.size, -1)
+    number[unknown] = np.arange(len(unknown))
+    rows, cols = np.divmod(unknown, width)
+    known_sum = np.zeros((len(unknown), out.shape[1]))
+    weight_sum = np.zeros(len(unknown))
+    entries = []
+    for (dy, dx), weight in NEIGHBOURS:
+        y, x = rows + dy, cols + dx
+        inside = np.flatnonzero((y >= 0) & (y < height) & (x >= 0) & (x < width))
+        neighbour = y[inside] * width + x[inside]
+        weight_sum[inside] += weight
+        missing = flat[neighbour]
+        entries.append((inside[missing], number[neighbour[missing]], -weight))
+        np.add.at(known_sum, inside[~missing], weight * out[neighbour[~missing]])
+    # sum_j w_ij (x_i - x_j) = 0 for every removed i, known x_j moved to the right side.
+    system = sparse.csc_matrix((
+        np.concatenate([weight_sum] + [np.full(len(r), w) for r, _, w in entries]),
+        (np.concatenate([np.arange(len(unknown))] + [r for r, _, _ in entries]),
+         np.concatenate([np.arange(len(unknown))] + [c for _, c, _ in entries]))),
+        shape=(len(unknown), len(unknown)), dtype=np.float64)
+    factor = splu(system.astype(np.float32), permc_spec="MMD_AT_PLUS_A",
+                  diag_pivot_thresh=0.0, options={"SymmetricMode": True})
+    filled = factor.solve(known_sum.astype(np.float32))
+    out[unknown] = filled + noise * rng.standard_normal(filled.shape).astype(np.float32)
+    return out.reshape(image.shape)
+
+
+def road_images(image: np.ndarray, heatmap: np.ndarray) -> np.ndarray:
+    """The ``2 * len(ROAD_PERCENTILES)`` imputed images of one photo: MoRF at each
+    percentile, then LeRF. The noise is seeded per photo, so a photo's images do not
+    depend on its batch."""
+    height, width = image.shape[:2]
+    upsampled = upsample(heatmap, width, height)
+    rng = np.random.default_rng(0)
+    out = []
+    for relevance in (upsampled, 1.0 - upsampled):  # MoRF, then LeRF
+        for percentile in ROAD_PERCENTILES:
+            # pytorch-grad-cam's rule: keep what is below the percentile, remove the rest
+            removed = relevance >= np.percentile(relevance, percentile)
+            out.append(impute(image, removed, rng))
+    return np.stack(out)
+
+
+@dataclass
+class Road:
+    """Per-image ROAD scores (arrays over the batch)."""
+
+    morf: np.ndarray
+    lerf: np.ndarray
+
+    @property
+    def combined(self) -> np.ndarray:
+        return (self.lerf - self.morf) / 2.0
+
+    def record(self, row: int) -> dict:
+        return {"road_morf": round(float(self.morf[row]), 6),
+                "road_lerf": round(float(self.lerf[row]), 6),
+                "road_combined": round(float(self.combined[row]), 6)}
+
+
+def road(probability_of, images: np.ndarray, heatmaps: np.ndarray, class_index: np.ndarray,
+         original: np.ndarray, batch_size: int = 32) -> Road:
+    """ROAD's MoRF and LeRF for a batch (arguments as `faithfulness`'s)."""
+    count = len(ROAD_PERCENTILES)
+    stacked = np.concatenate([road_images(img, heat)
+                              for img, heat in zip(images, heatmaps, strict=True)])
+    classes = np.repeat(np.asarray(class_index, np.int32), 2 * count)
+    scores = np.concatenate([probability_of(stacked[i:i + batch_size], classes[i:i + batch_size])
+                             for i in range(0, len(stacked), batch_size)])
+    change = scores.reshape(len(images), 2, count) - np.asarray(original, np.float64)[:, None,
+                                                                                      None]
+    return Road(change[:, 0].mean(axis=1), change[:, 1].mean(axis=1))
+
+
 class RunningMeans:
     """Means of the per-image metrics over a run, in constant memory."""
 
-    KEYS = ("deletion_auc", "insertion_auc", "average_drop", "increase")
+    KEYS = ("deletion_auc", "insertion_auc", "average_drop", "increase", "road_morf",
+            "road_lerf", "road_combined")
 
     def __init__(self):
         self.count = 0
-        self.sums = dict.fromkeys(self.KEYS, 0.0)
+        self.sums: dict[str, float] = {}
 
     def add(self, record: dict | None) -> None:
         if not record:
             return
         self.count += 1
         for key in self.KEYS:
-            self.sums[key] += float(record[key])
+            if key in record:
+                self.sums[key] = self.sums.get(key, 0.0) + float(record[key])
 
     def result(self) -> dict | None:
         """Means (``increase`` as a percentage of images), or None before any image."""
         if not self.count:
             return None
         means = {key: total / self.count for key, total in self.sums.items()}
-        means["increase"] *= 100.0
+        if "increase" in means:
+            means["increase"] *= 100.0
         means["images"] = self.count
         return means

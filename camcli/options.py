@@ -80,7 +80,8 @@ class ExplainRequest:
         kernel: KPCA-CAM: the kernel of its kernel PCA.
         seed: RandomCAM: the seed of its random weights.
         metric_steps: measure each map's faithfulness with this many deletion / insertion
-            steps (None: no metrics).
+            steps (None: no such metrics).
+        road: measure each map's ROAD scores (`camcli.metrics.road`).
         boxes: find each map's box (`camcli.localise.box`), record and draw it.
         box_threshold: the fraction of the map's maximum a box keeps.
         token_grid: for a token layer (a vision transformer's), its patch grid
@@ -105,6 +106,7 @@ class ExplainRequest:
     kernel: str = "sigmoid"
     seed: int = 0
     metric_steps: int | None = None
+    road: bool = False
     boxes: bool = False
     box_threshold: float = DEFAULT_BOX_THRESHOLD
     token_grid: tuple[int, int] | None = None

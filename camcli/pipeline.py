@@ -101,21 +101,23 @@ def decoded_batches(items: Iterable[InputItem], size: tuple[int, int], batch_siz
 def explain_stream(items: Iterable[InputItem], explainer: Explainer,
                    plan: TargetPlan = TargetPlan(), batch_size: int = DEFAULT_BATCH_SIZE,
                    workers: int = default(BatchOptions, "workers"),
-                   metric_steps: int | None = None) -> Iterator[ImageResult]:
+                   metric_steps: int | None = None, road: bool = False
+                   ) -> Iterator[ImageResult]:
     """Explain ``items`` lazily, in order, one model call per batch.
 
     ``plan`` says which classes to explain (each input's ``requested_class`` where the
     plan asks a class per image); ``metric_steps`` adds the faithfulness metrics of each
-    image's first map. Decoding runs in ``workers`` threads one batch ahead of the model,
-    so the model never waits for the disk once started. A file that cannot be decoded
-    becomes an `ImageResult` with ``error`` set; the others in its batch go on.
+    image's first map, ``road`` its ROAD scores. Decoding runs in ``workers`` threads one
+    batch ahead of the model, so the model never waits for the disk once started. A file
+    that cannot be decoded becomes an `ImageResult` with ``error`` set; the others in its
+    batch go on.
     """
     for decoded in decoded_batches(items, explainer.input_size, batch_size, workers):
-        yield from _explain_batch(decoded, explainer, plan, metric_steps)
+        yield from _explain_batch(decoded, explainer, plan, metric_steps, road)
 
 
 def _explain_batch(decoded: list[tuple], explainer: Explainer, plan: TargetPlan,
-                   metric_steps: int | None) -> list[ImageResult]:
+                   metric_steps: int | None, road: bool = False) -> list[ImageResult]:
     results = [ImageResult(item, error=rgb) if resized is None else ImageResult(item, rgb)
                for item, rgb, resized in decoded]
     good = [(result, resized) for result, (_, _, resized) in zip(results, decoded, strict=True)
@@ -125,11 +127,12 @@ def _explain_batch(decoded: list[tuple], explainer: Explainer, plan: TargetPlan,
     resized = np.stack([pixels for _, pixels in good])
     targets = plan.targets([result.input.requested_class for result, _ in good])
     explained = explainer(resized, targets)
-    scores = (explainer.faithfulness(resized, explained, metric_steps)
-              if metric_steps else None)
+    scores = [explainer.faithfulness(resized, explained, metric_steps)] if metric_steps else []
+    if road:
+        scores.append(explainer.road(resized, explained))
     for row, (result, _) in enumerate(good):
         result.probabilities = explained.probabilities[row]
         result.maps = explained.maps[row]
-        if scores is not None:
-            result.metrics = scores.record(row)
+        if scores:
+            result.metrics = {k: v for score in scores for k, v in score.record(row).items()}
     return results

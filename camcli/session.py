@@ -82,7 +82,7 @@ class Session:
         """`camcli.pipeline.explain_stream` with this session's explainer, plan and
         metrics."""
         return explain_stream(items, self.explainer, self.plan, batch_size, workers,
-                              self.request.metric_steps)
+                              self.request.metric_steps, self.request.road)
 
 
 def plan_of(request: ExplainRequest, loaded: LoadedModel, num_classes: int) -> TargetPlan:
@@ -113,9 +113,8 @@ def check(request: ExplainRequest) -> None:
         raise UsageProblem("{skip_unknown_classes} goes with {class_from}",
                            ("skip_unknown_classes", "class_from"))
     if request.method is None and (request.top_k_maps is not None
-                                   or request.metric_steps is not None):
-        raise UsageProblem("{top_k_maps} and {metric_steps} need a method",
-                           ("top_k_maps", "metric_steps"))
+                                   or request.metric_steps is not None or request.road):
+        raise UsageProblem("{top_k_maps} and the metrics need a method", ("top_k_maps",))
     if request.metric_steps is not None and request.metric_steps < 1:
         raise UsageProblem("{metric_steps} must be at least 1", ("metric_steps",))
     check_method_options(request)

@@ -531,6 +531,33 @@ def test_batch_metrics_are_recorded_and_summarised(photos, tmp_path, model_args)
     assert manifest(tmp_path / "p")[0]["metrics"] is None
 
 
+@pytest.mark.parametrize("kind, keys", [
+    ("road", {"road_morf", "road_lerf", "road_combined"}),
+    ("all", {"road_morf", "road_lerf", "road_combined", "deletion_auc", "insertion_auc",
+             "average_drop", "increase"})])
+def test_batch_road_metrics_are_recorded_and_summarised(photos, tmp_path, model_args, kind,
+                                                        keys):
+    out = tmp_path / kind
+    result = run(["batch", str(photos / "red.jpg"), "--metrics", kind, "--metric-steps", "2",
+                  "--out", str(out), *model_args])
+    assert result.exit_code == 0, result.output
+    metrics = manifest(out)[0]["metrics"]
+    assert set(metrics) == keys
+    assert metrics["road_combined"] == pytest.approx(
+        (metrics["road_lerf"] - metrics["road_morf"]) / 2, abs=2e-6)
+    assert "camcli: metrics over 1 images: " in result.stderr
+    assert "ROAD MoRF " in result.stderr and "combined " in result.stderr
+    assert ("deletion AUC" in result.stderr) == (kind == "all")
+
+
+def test_batch_metrics_names_its_kinds(photos, tmp_path, model_args):
+    result = run(["batch", "--metrics", str(photos), "--out", str(tmp_path / "x"),
+                  *model_args])
+    assert result.exit_code == 2
+    assert "Invalid value for '--metrics'" in result.stderr
+    assert "'faithfulness', 'road', 'all'" in result.stderr
+
+
 def test_panel_output(photos, tmp_path, model_args):
     target = tmp_path / "panel.jpg"
     result = run(["explain", "--method", "layercam", str(photos / "red.jpg"), "--panel", "-o",

@@ -96,3 +96,100 @@ def test_insertion_starts_from_the_blurred_image(photo):
     np.testing.assert_allclose(stack[0], photo)  # deletion, step 0
     assert (stack[4] == metrics.GREY).all()  # deletion, last step: all grey
     assert len(stack) == 2 * 5 + 1
+
+
+# -- ROAD ------------------------------------------------------------------------------------
+
+
+def dense_imputation(image, removed):
+    """ROAD's linear imputation written out: for each removed pixel i, sum over its
+    neighbours j inside the image of w_ij (x_i - x_j) = 0, solved densely."""
+    height, width = removed.shape
+    unknown = [(y, x) for y in range(height) for x in range(width) if removed[y, x]]
+    index = {p: k for k, p in enumerate(unknown)}
+    weights = {(0, 1): 1 / 6, (0, -1): 1 / 6, (1, 0): 1 / 6, (-1, 0): 1 / 6,
+               (1, 1): 1 / 12, (1, -1): 1 / 12, (-1, 1): 1 / 12, (-1, -1): 1 / 12}
+    a = np.zeros((len(unknown), len(unknown)))
+    b = np.zeros((len(unknown), 3))
+    for k, (y, x) in enumerate(unknown):
+        for (dy, dx), w in weights.items():
+            ny, nx = y + dy, x + dx
+            if not (0 <= ny < height and 0 <= nx < width):
+                continue
+            a[k, k] += w
+            if removed[ny, nx]:
+                a[k, index[(ny, nx)]] -= w
+            else:
+                b[k] += w * image[ny, nx]
+    out = image.astype(np.float64).copy()
+    for (y, x), value in zip(unknown, np.linalg.solve(a, b), strict=True):
+        out[y, x] = value
+    return out
+
+
+def test_imputation_solves_the_neighbour_mean_system():
+    rng = np.random.default_rng(4)
+    image = rng.uniform(0, 255, (5, 6, 3)).astype(np.float32)
+    removed = rng.uniform(size=(5, 6)) < 0.5
+    removed[0, 0] = removed[4, 5] = True  # corners: only 3 neighbours inside
+    filled = metrics.impute(image, removed, rng, noise=0.0)
+    np.testing.assert_allclose(filled, dense_imputation(image, removed), atol=2e-3)
+    np.testing.assert_array_equal(filled[~removed], image[~removed])  # kept as they were
+
+
+def test_one_removed_pixel_is_the_weighted_mean_of_its_neighbours():
+    image = np.zeros((3, 3, 3), np.float32)
+    image[0, 1] = 60.0  # beside: weight 1/6
+    image[0, 0] = 120.0  # diagonal: weight 1/12
+    removed = np.zeros((3, 3), bool)
+    removed[1, 1] = True
+    filled = metrics.impute(image, removed, np.random.default_rng(0), noise=0.0)
+    np.testing.assert_allclose(filled[1, 1], 60.0 / 6 + 120.0 / 12, atol=1e-4)
+
+
+def test_imputation_noise_has_road_s_size():
+    image = np.full((120, 120, 3), 100.0, np.float32)
+    removed = np.zeros((120, 120), bool)
+    removed[10:110, 10:110] = True  # a constant image: the noiseless fill is 100
+    filled = metrics.impute(image, removed, np.random.default_rng(1))
+    noise = filled[removed] - 100.0
+    assert metrics.ROAD_NOISE == pytest.approx(0.576, abs=1e-3)
+    assert noise.std() == pytest.approx(metrics.ROAD_NOISE, rel=0.05)
+    assert abs(noise.mean()) < 0.02
+
+
+def test_road_removes_above_the_percentile_first_then_below():
+    rng = np.random.default_rng(2)
+    image = rng.uniform(0, 255, (16, 16, 3)).astype(np.float32)
+    heatmap = rng.permutation(256).reshape(16, 16).astype(np.float32) / 255.0  # distinct
+    stack = metrics.road_images(image, heatmap)
+    assert len(stack) == 18
+    upsampled = metrics.upsample(heatmap, 16, 16)
+    for k, percentile in enumerate(metrics.ROAD_PERCENTILES):
+        morf = (stack[k] != image).any(axis=2)
+        lerf = (stack[9 + k] != image).any(axis=2)
+        np.testing.assert_array_equal(morf, upsampled >= np.percentile(upsampled, percentile))
+        np.testing.assert_array_equal(
+            lerf, 1 - upsampled >= np.percentile(1 - upsampled, percentile))
+        assert abs(morf.sum() - 256 * (100 - percentile) / 100) <= 1
+    again = metrics.road_images(image, heatmap)
+    np.testing.assert_array_equal(again, stack)  # seeded per photo
+
+
+def test_road_scores_are_mean_changes_of_the_class_probability(photo):
+    right = np.zeros((8, 8), np.float32)
+    right[1:3, 5:7] = 1.0  # REGION at 1/4 scale
+    right += np.linspace(0, 0.01, 64, dtype=np.float32).reshape(8, 8)  # no ties
+    wrong = right[::-1, ::-1].copy()
+    original = region_model(photo[None], np.array([1]))
+    good = metrics.road(region_model, photo[None], right[None], np.array([1]), original)
+    bad = metrics.road(region_model, photo[None], wrong[None], np.array([1]), original)
+    stack = metrics.road_images(photo, right)
+    changes = region_model(stack, np.ones(18, np.int32)) - original[0]
+    assert good.morf[0] == pytest.approx(changes[:9].mean(), abs=1e-6)
+    assert good.lerf[0] == pytest.approx(changes[9:].mean(), abs=1e-6)
+    assert good.combined[0] == pytest.approx((good.lerf[0] - good.morf[0]) / 2)
+    # Removing the evidence first drops the class; keeping it keeps it.
+    assert good.morf[0] < bad.morf[0] and good.lerf[0] > bad.lerf[0]
+    assert good.combined[0] > 0.3 > bad.combined[0]
+    assert set(good.record(0)) == {"road_morf", "road_lerf", "road_combined"}

@@ -56,6 +56,11 @@ class FullGrad(BaseCAM):
                 self._biases.append(_normalisation_bias(layer))
                 self._relu.append(False)
                 continue
+            if getattr(layer, "bias", None) is None or not hasattr(layer, "activation"):
+                raise UsageProblem(
+                    f"fullgrad reads the bias of convolutions and batch normalisations, and "
+                    f"layer {address!r} is neither (or has no bias); it chooses its layers "
+                    "itself")
             activation = getattr(layer.activation, "__name__", "linear")
             if activation not in ("linear", "relu"):
                 raise UsageProblem(
