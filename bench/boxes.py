@@ -1,11 +1,14 @@
-"""Measurement behind --box-threshold's default: on labelled images made here (sample
-photos pasted at known boxes on smooth backgrounds, `tests/pasted.py`), the boxes of the
-true class's map at each threshold, against the true boxes. Run by ``make bench``.
+"""Measurement behind --box-threshold's default and the README's recipe for boxes: on
+labelled images made here (sample photos pasted at known boxes on smooth backgrounds,
+`tests/pasted.py`), the boxes of the true class's map against the true boxes. Run by
+``make bench``.
 
-Prints, per method and threshold: localisation accuracy (IoU >= 0.5, the CAM paper's
-criterion), mean IoU, and the pointing game (peak within 15 px of the box).
+Prints, per method and layer: the localisation accuracy (IoU >= 0.5, the CAM paper's
+criterion) of the largest region's box at each threshold, the pointing game (peak within
+15 px of the box), MaxBoxAccV2 (Choe et al. 2020, `camcli.score.box_hits`: all regions,
+thresholds 0..1, IoU 0.3 / 0.5 / 0.7) and the calibrated threshold (best at IoU 0.5).
 
-    python bench/boxes.py [--per-class 10] [--methods cam,gradcam,layercam]
+    python bench/boxes.py [--per-class 15] [--configs gradcam,layercam@block10_add+top_activation]
 """
 
 from __future__ import annotations
@@ -29,9 +32,14 @@ from camcli import localise  # noqa: E402
 from camcli.inputs import discover  # noqa: E402
 from camcli.models import load  # noqa: E402
 from camcli.options import ExplainRequest  # noqa: E402
+from camcli.score import BOX_IOUS, BOX_THRESHOLDS, box_hits  # noqa: E402
 from camcli.session import Session  # noqa: E402
 
-THRESHOLDS = (0.1, 0.2, 0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6, 0.7)
+THRESHOLDS = (0.2, 0.3, 0.4, 0.45, 0.5, 0.55, 0.6, 0.7)
+#: method[@layer+layer...]: the default layer unless layers are given (several: fused).
+CONFIGS = ("gradcam", "gradcam++", "hirescam", "layercam", "shapleycam", "eigencam",
+           "ablationcam", "fullgrad", "layercam@block10_add+top_activation",
+           "gradcam@block10_add+top_activation")
 
 
 def pasted_maps(loaded, request: ExplainRequest, root: Path, truth: dict):
@@ -57,7 +65,7 @@ def box_iou(upsampled, threshold: float, true_box) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--per-class", type=int, default=15)
-    parser.add_argument("--methods", default="cam,gradcam,layercam")
+    parser.add_argument("--configs", default=",".join(CONFIGS))
     args = parser.parse_args()
 
     loaded = load("efficientnet-lite0")
@@ -65,24 +73,37 @@ def main() -> None:
         root = Path(folder) / "tree"
         made = pasted_tree(root, per_class=args.per_class, seed=1, scale=(0.25, 0.75))
         truth = {str(root / relative): box for relative, _, box in made}
-        print(f"camcli box-threshold measurement — {len(made)} photos pasted at 25-75% of "
-              f"a 320x320 background (4 classes), default model, class from the folder; "
+        print(f"camcli boxes measurement — {len(made)} photos pasted at 25-75% of a 320x320 "
+              f"background (4 classes), default model, class from the folder; "
               f"{machine()}\n")
-        print("| method | threshold | localisation accuracy (IoU >= 0.5) | mean IoU | "
-              "pointing game |")
-        print("| --- | ---: | ---: | ---: | ---: |")
-        for method in args.methods.split(","):
+        print("Localisation accuracy (largest region's box, IoU >= 0.5) by --box-threshold; "
+              "MaxBoxAccV2 (all regions, best threshold, mean over IoU 0.3/0.5/0.7) and the "
+              "calibrated threshold (best at IoU 0.5).\n")
+        print("| method | layer | " + " | ".join(f"{t:g}" for t in THRESHOLDS)
+              + " | pointing | MaxBoxAccV2 | calibrated |")
+        print("| --- | --- | " + " | ".join("---:" for _ in THRESHOLDS) + " | ---: | ---: | ---: |")
+        for config in args.configs.split(","):
+            method, _, layers = config.partition("@")
             scores = {t: [] for t in THRESHOLDS}
-            hits = []
-            request = ExplainRequest(method=method, class_from="folder")
+            hits, counted = [], np.zeros((len(BOX_THRESHOLDS), len(BOX_IOUS)))
+            request = ExplainRequest(method=method, class_from="folder",
+                                     layers=tuple(layers.split("+")) if layers else (),
+                                     max_maps=128 if method == "ablationcam" else None)
             for upsampled, hit, true_box in pasted_maps(loaded, request, root, truth):
                 hits.append(hit)
+                counted += box_hits(upsampled, [true_box])
                 for threshold in THRESHOLDS:
                     scores[threshold].append(box_iou(upsampled, threshold, true_box))
-            for threshold, ious in scores.items():
-                ious = np.array(ious)
-                print(f"| {method} | {threshold:g} | {np.mean(ious >= 0.5):.1%} | "
-                      f"{ious.mean():.3f} | {np.mean(hits):.1%} |")
+            accuracy = counted / len(hits)
+            best = accuracy.max(axis=0)
+            calibrated = BOX_THRESHOLDS[int(np.argmax(accuracy[:, BOX_IOUS.index(0.5)]))]
+            layer = layers.replace("+", " + ") if layers else (
+                "own bias layers" if method == "fullgrad" else "default")
+            if method == "ablationcam":
+                method = "ablationcam (128 maps)"
+            cells = " | ".join(f"{np.mean(np.array(scores[t]) >= 0.5):.0%}" for t in THRESHOLDS)
+            print(f"| {method} | {layer} | {cells} | {np.mean(hits):.0%} | {best.mean():.1%} | "
+                  f"{calibrated:.2f} |")
 
 
 if __name__ == "__main__":

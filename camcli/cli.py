@@ -597,21 +597,27 @@ def report(out_dir):
 @click.option("--min-pointing", type=click.FloatRange(0.0, 1.0), default=None, metavar="X",
               help="Exit 1 when the pointing game is below X (a fraction, e.g. 0.8).")
 @click.option("--min-loc", type=click.FloatRange(0.0, 1.0), default=None, metavar="X",
-              help="Exit 1 when the localisation accuracy is below X (needs batch --boxes).")
+              help="Exit 1 when the localisation accuracy is below X (needs batch --boxes, "
+                   "or --box-threshold).")
+@click.option("--box-threshold", type=click.FloatRange(0.0, 1.0, min_open=True), default=None,
+              metavar="T", help="Localise with boxes derived again from the run's saved maps "
+                                "(batch --save-maps) at T, without running the model: try "
+                                "the calibrated threshold in seconds.")
 @verbosity_options
 @translate_errors
-def score(manifests, truth, labels_file, fmt, min_pointing, min_loc):
+def score(manifests, truth, labels_file, fmt, min_pointing, min_loc, box_threshold):
     """Score a batch run (its manifest, or its output folder) against ground truth.
 
     Prints, per class and overall, classification top-1 and top-5, the pointing game (the
-    map's peak within 15 px of a true box; Zhang et al. 2016) and, for runs with --boxes,
-    localisation accuracy (IoU >= 0.5; Zhou et al. 2016) and mean IoU. --min-pointing and
-    --min-loc make it exit 1 below a threshold, for CI.
+    map's peak within 15 px of a true box; Zhang et al. 2016), for runs with --boxes
+    localisation accuracy (IoU >= 0.5; Zhou et al. 2016) and mean IoU, and for runs with
+    --save-maps MaxBoxAccV2 (Choe et al. 2020) and the calibrated --box-threshold.
+    --min-pointing and --min-loc make it exit 1 below a threshold, for CI.
     """
     from camcli.score import score as score_run
     from camcli.score import table
 
-    scores = score_run(list(manifests), truth, labels_file)
+    scores = score_run(list(manifests), truth, labels_file, box_threshold)
     overall = scores.overall.rates()
     if min_loc is not None and overall["localisation"] is None:
         raise UsageFailure("--min-loc: nothing to localise (no boxes in the run, or no true "

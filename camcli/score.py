@@ -14,6 +14,18 @@ every class its rows name (a *truth pair*):
   --boxes``), a hit if its IoU with one of the class's true boxes is at least 0.5; the
   mean IoU is the mean of each pair's best IoU.
 
+* **MaxBoxAccV2** (Choe et al., "Evaluating Weakly Supervised Object Localization Methods
+  Right", CVPR 2020): from the saved map (``batch --save-maps``) upsampled to the photo,
+  for every threshold t = 0, 0.01, ..., 1 (of the map's maximum) the boxes of all the
+  8-connected regions at or above it; a hit at IoU d when one of them reaches IoU d with
+  one of the class's true boxes. Box accuracy at (t, d) is the fraction of hits; MaxBoxAccV2
+  is the mean over d = 0.3, 0.5, 0.7 of the best accuracy over t. The **calibrated
+  threshold** is the t of the best accuracy at IoU 0.5 (the lowest on a tie), ready for
+  ``--box-threshold``.
+
+With ``box_threshold``, localisation uses boxes derived again from the saved maps at that
+threshold (`camcli.localise.box`) instead of the records' boxes: no model runs.
+
 Rates are over the truth pairs that can be scored: pointing and localisation need a map of
 the true class (``--class-from`` explains it; a top-1 run only when the model's guess was
 right) and true boxes. Overall figures pool all pairs (micro-average).
@@ -24,6 +36,8 @@ from __future__ import annotations
 import os
 from collections import defaultdict
 from dataclasses import dataclass, field
+
+import numpy as np
 
 from camcli import labels as labels_mod
 from camcli import localise
@@ -36,6 +50,9 @@ from camcli.storage import store_for
 POINTING_TOLERANCE = 15
 #: Localisation counts a box whose IoU with a true box reaches this (Zhou et al. 2016).
 LOCALISATION_IOU = 0.5
+#: MaxBoxAccV2's thresholds (of the map's maximum) and IoUs (Choe et al. 2020).
+BOX_THRESHOLDS = np.round(np.arange(101) / 100, 2)
+BOX_IOUS = (0.3, 0.5, 0.7)
 
 
 @dataclass
@@ -50,6 +67,10 @@ class Tally:
     boxed: int = 0
     localised: int = 0
     iou_sum: float = 0.0
+    mapped: int = 0
+    #: hits per (threshold, IoU) of `BOX_THRESHOLDS` x `BOX_IOUS`, over the mapped pairs
+    box_hits: np.ndarray = field(
+        default_factory=lambda: np.zeros((len(BOX_THRESHOLDS), len(BOX_IOUS)), np.int64))
 
     def add(self, other: Tally) -> None:
         for name in self.__dataclass_fields__:
@@ -60,11 +81,19 @@ class Tally:
         def ratio(hits, total):
             return hits / total if total else None
 
+        accuracy = self.box_hits / self.mapped if self.mapped else None
+        best = None if accuracy is None else accuracy.max(axis=0)
         return {"pairs": self.pairs, "top1": ratio(self.top1, self.pairs),
                 "top5": ratio(self.top5, self.pairs),
                 "pointing": ratio(self.pointing_hits, self.pointed), "pointed": self.pointed,
                 "localisation": ratio(self.localised, self.boxed), "boxed": self.boxed,
-                "mean_iou": ratio(self.iou_sum, self.boxed)}
+                "mean_iou": ratio(self.iou_sum, self.boxed),
+                "mapped": self.mapped,
+                "max_box_acc_v2": None if best is None else float(best.mean()),
+                "max_box_acc": None if best is None else {
+                    f"{d:g}": float(b) for d, b in zip(BOX_IOUS, best, strict=True)},
+                "calibrated_threshold": None if accuracy is None else float(
+                    BOX_THRESHOLDS[int(np.argmax(accuracy[:, BOX_IOUS.index(0.5)]))])}
 
 
 @dataclass
@@ -84,15 +113,20 @@ class Scores:
                 "unresolved_classes": self.unresolved}
 
 
-def score(manifests: list[str], truth: str, labels_file: str | None = None) -> Scores:
+def score(manifests: list[str], truth: str, labels_file: str | None = None,
+          box_threshold: float | None = None) -> Scores:
     """Score the runs recorded in ``manifests`` (manifest files or output folders) against
-    the table ``truth``.
+    the table ``truth``; with ``box_threshold``, localise with boxes derived again from the
+    saved maps at that threshold.
 
     Raises:
-        UsageProblem: no manifest, an unreadable table, or table rows that match several
-            inputs.
+        UsageProblem: no manifest, an unreadable table, table rows that match several
+            inputs, or ``box_threshold`` for a run without saved maps.
     """
-    records = _records(manifests)
+    records, folders = _records(manifests)
+    if box_threshold is not None and not any(r.map for g in records.values() for r in g):
+        raise UsageProblem("{box_threshold} derives the boxes from the saved maps, and the "
+                           "run saved none: run batch with --save-maps", ("box_threshold",))
     table = Table(read_table(truth), truth)
     labels = _labels(records, labels_file)
     resolve = labels_mod.Resolver(labels, max(len(labels), 1))
@@ -111,7 +145,7 @@ def score(manifests: list[str], truth: str, labels_file: str | None = None) -> S
             index = resolve(name)
             label = labels.name(index) if index is not None else name
             tally = scores.classes.setdefault(label, Tally())
-            tally.add(_pair(group, index, boxes))
+            tally.add(_pair(group, index, boxes, folders[path], box_threshold))
     ambiguous = table.ambiguous()
     if ambiguous:
         raise UsageProblem(f"{truth}: {len(ambiguous)} row name(s) match several inputs of the "
@@ -123,8 +157,10 @@ def score(manifests: list[str], truth: str, labels_file: str | None = None) -> S
     return scores
 
 
-def _pair(group: list[Record], index: int | None, boxes: list) -> Tally:
-    """The tally of one truth pair: an input, and one class of its truth."""
+def _pair(group: list[Record], index: int | None, boxes: list, folder: str,
+          box_threshold: float | None = None) -> Tally:
+    """The tally of one truth pair: an input, and one class of its truth (``folder``: its
+    manifest's, where the saved map is)."""
     tally = Tally(pairs=1)
     first = group[0]
     top = [entry[0] for entry in first.top]
@@ -137,16 +173,67 @@ def _pair(group: list[Record], index: int | None, boxes: list) -> Tally:
         if record.peak is not None:
             nearest = min(localise.distance_to_box(record.peak, box) for box in boxes)
             tally.pointing_hits = int(nearest <= POINTING_TOLERANCE)
-        if record.box is not None:
-            best = max(localise.iou(record.box, box) for box in boxes)
+        upsampled = _saved_map(record, folder)
+        found = record.box
+        if upsampled is not None:
+            tally.mapped, tally.box_hits = 1, box_hits(upsampled, boxes)
+            if box_threshold is not None:
+                found = localise.box(upsampled, box_threshold)
+        elif box_threshold is not None:
+            found = None  # no map to derive the box from: not localised
+        if found is not None:
+            best = max(localise.iou(found, box) for box in boxes)
             tally.boxed, tally.iou_sum = 1, best
             tally.localised = int(best >= LOCALISATION_IOU)
     return tally
 
 
-def _records(manifests: list[str]) -> dict[str, list[Record]]:
-    """Every input's latest records (errors left out), over the given manifests."""
+def box_hits(upsampled: np.ndarray, truth: list) -> np.ndarray:
+    """``(thresholds, IoUs)`` 0/1: whether, at each of `BOX_THRESHOLDS` (of the map's
+    maximum), the box of one of the map's 8-connected regions reaches each of `BOX_IOUS`
+    with one of the ``truth`` boxes."""
+    import cv2
+
+    hits = np.zeros((len(BOX_THRESHOLDS), len(BOX_IOUS)), np.int64)
+    top = float(upsampled.max())
+    if top <= 0:
+        return hits
+    for row, threshold in enumerate(BOX_THRESHOLDS):
+        mask = (upsampled >= threshold * top).astype(np.uint8)
+        count, _, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
+        best = 0.0
+        for label in range(1, count):
+            x0, y0 = int(stats[label, cv2.CC_STAT_LEFT]), int(stats[label, cv2.CC_STAT_TOP])
+            found = [x0, y0, x0 + int(stats[label, cv2.CC_STAT_WIDTH]),
+                     y0 + int(stats[label, cv2.CC_STAT_HEIGHT])]
+            best = max(best, *(localise.iou(found, box) for box in truth))
+        hits[row] = [best >= iou for iou in BOX_IOUS]
+    return hits
+
+
+def _saved_map(record: Record, folder: str) -> np.ndarray | None:
+    """The record's saved map (``--save-maps``) upsampled to its photo's size, or None
+    without one (or when the map or the photo can no longer be read)."""
+    if not record.map:
+        return None
+    from PIL import Image
+
+    store = store_for(folder)
+    try:
+        with store.open(os.path.join(folder, *record.map.split("/"))) as f:
+            heatmap = np.load(f)
+        with store_for(record.input).open(record.input) as f, Image.open(f) as photo:
+            width, height = photo.size
+    except (OSError, ValueError):
+        return None
+    return localise.upsample(heatmap, width, height)
+
+
+def _records(manifests: list[str]) -> tuple[dict[str, list[Record]], dict[str, str]]:
+    """Every input's latest records (errors left out), over the given manifests, and the
+    folder of each input's manifest."""
     found: dict[str, list[Record]] = {}
+    folders: dict[str, str] = {}
     for given in manifests:
         store = store_for(given)
         if store.isdir(given):
@@ -160,8 +247,8 @@ def _records(manifests: list[str]) -> dict[str, list[Record]]:
         for path, group in latest(folder, files=names).items():
             good = [record for record in group.in_rank_order() if record.error is None]
             if good:
-                found[path] = good
-    return found
+                found[path], folders[path] = good, folder
+    return found, folders
 
 
 def _labels(records: dict[str, list[Record]], labels_file: str | None):
@@ -186,7 +273,7 @@ def _labels(records: dict[str, list[Record]], labels_file: str | None):
 def table(scores: Scores) -> str:
     """The scores for people: a row per class, then all."""
     lines = [f"{'class':<28} {'pairs':>6} {'top-1':>7} {'top-5':>7} {'pointing':>9} "
-             f"{'loc. acc':>9} {'mean IoU':>9}"]
+             f"{'loc. acc':>9} {'mean IoU':>9} {'MaxBoxAccV2':>12}"]
 
     def row(name: str, tally: Tally) -> str:
         rates = tally.rates()
@@ -197,9 +284,17 @@ def table(scores: Scores) -> str:
         iou = "n/a" if rates["mean_iou"] is None else f"{rates['mean_iou']:.3f}"
         return (f"{name[:28]:<28} {rates['pairs']:>6} {percent(rates['top1']):>7} "
                 f"{percent(rates['top5']):>7} {percent(rates['pointing']):>9} "
-                f"{percent(rates['localisation']):>9} {iou:>9}")
+                f"{percent(rates['localisation']):>9} {iou:>9} "
+                f"{percent(rates['max_box_acc_v2']):>12}")
 
     for name, tally in sorted(scores.classes.items()):
         lines.append(row(name, tally))
     lines.append(row("all", scores.overall))
+    overall = scores.overall.rates()
+    if overall["mapped"]:
+        accuracy = overall["max_box_acc"]
+        lines.append(f"\ncalibrated --box-threshold {overall['calibrated_threshold']:.2f}: box "
+                     f"accuracy {accuracy['0.5']:.1%} at IoU 0.5 over {overall['mapped']} saved "
+                     f"maps (best over thresholds at IoU 0.3 / 0.5 / 0.7: {accuracy['0.3']:.1%} "
+                     f"/ {accuracy['0.5']:.1%} / {accuracy['0.7']:.1%})")
     return "\n".join(lines)

@@ -159,7 +159,8 @@ def test_score_by_hand(tmp_path):
     table = run(["score", str(out / "manifest.jsonl"), "--truth", str(truth), "--labels",
                  str(labels)])
     assert table.stdout.splitlines()[-1].split() == ["all", "3", "66.7%", "100.0%", "50.0%",
-                                                     "50.0%", f"{(324 / 476 + 0.25) / 2:.3f}"]
+                                                     "50.0%", f"{(324 / 476 + 0.25) / 2:.3f}",
+                                                     "n/a"]
     gate = run(["score", str(out), "--truth", str(truth), "--labels", str(labels),
                 "--min-pointing", "0.6", "--min-loc", "0.5"])
     assert gate.exit_code == 1
@@ -204,3 +205,111 @@ def tmp_missing(work):
     path = work / "classes-only.csv"
     path.write_text("input,class\ncat_0.jpg,Egyptian_cat\n")
     return path
+
+
+# -- MaxBoxAccV2 and calibration ------------------------------------------------------------
+
+
+def two_blobs() -> np.ndarray:
+    """A 40x40 map: a strong blob on [4, 14) x [4, 14) (value 1) and a weaker, larger one on
+    [20, 36) x [20, 36) (value 0.6); zero elsewhere."""
+    heatmap = np.zeros((40, 40), np.float32)
+    heatmap[4:14, 4:14] = 1.0
+    heatmap[20:36, 20:36] = 0.6
+    return heatmap
+
+
+def test_box_hits_by_hand():
+    from camcli.score import BOX_THRESHOLDS, box_hits
+
+    # The truth is the weak blob: a hit only while the threshold keeps it (t <= 0.6) and
+    # drops the zeros around it (t > 0): then the weak blob is a region of its own.
+    hits = box_hits(two_blobs(), [[20, 20, 36, 36]])
+    kept = (BOX_THRESHOLDS > 0) & (BOX_THRESHOLDS <= 0.6)
+    np.testing.assert_array_equal(hits[:, 0], kept)  # IoU 1 at every IoU level
+    np.testing.assert_array_equal(hits[:, 2], kept)
+    # At t = 0 the one region is the whole map: IoU 256 / 1600 = 0.16, a miss.
+    assert hits[0].tolist() == [0, 0, 0]
+    # The largest-region box of the CAM paper would pick the weak blob too, but a truth of
+    # the strong blob is also hit: any region counts.
+    strong = box_hits(two_blobs(), [[4, 4, 14, 14]])
+    assert strong[BOX_THRESHOLDS.tolist().index(0.5)].tolist() == [1, 1, 1]
+    assert not box_hits(np.zeros((5, 5), np.float32), [[0, 0, 5, 5]]).any()
+
+
+def test_score_computes_max_box_acc_v2_and_the_calibrated_threshold(tmp_path):
+    """Two photos with saved maps; MaxBoxAccV2 and the calibrated threshold by hand."""
+    out = tmp_path / "run"
+    (out / "maps").mkdir(parents=True)
+    request = Request("m", "l", "gradcam", "top1")
+    rows = []
+    for name in ("a", "b"):
+        photo = tmp_path / f"{name}.png"
+        Image.new("RGB", (80, 80)).save(photo)  # the maps are 40x40: upsampled 2x
+        np.save(out / "maps" / f"{name}.npy", two_blobs())
+        rows.append(Record(input=str(photo), request=request, class_index=1, label="c1",
+                           top=[[1, "c1", 0.9]], peak=[9, 9], box=[0, 0, 4, 4],
+                           output=f"{name}.jpg", map=f"maps/{name}.npy"))
+    writer = ManifestWriter(str(out / "manifest.jsonl"))
+    for record in rows:
+        writer.append([record])
+    writer.close()
+    labels = tmp_path / "labels.txt"
+    labels.write_text("c0\nc1\n")
+    truth = tmp_path / "truth.csv"
+    # a: the weak blob (photo pixels, 2x); b: the strong blob
+    truth.write_text("input,class,x0,y0,x1,y1\na.png,c1,40,40,72,72\nb.png,c1,8,8,28,28\n")
+    result = run(["score", str(out), "--truth", str(truth), "--labels", str(labels),
+                  "--format", "json"])
+    assert result.exit_code == 0, result.output
+    overall = json.loads(result.stdout)["overall"]
+    assert overall["mapped"] == 2
+    # The strong blob is a region for every t > 0; the weak one for 0 < t <= 0.6
+    # (bilinear upsampling blurs the edges only: the boxes' IoUs stay above 0.7 here).
+    assert overall["max_box_acc"] == {"0.3": 1.0, "0.5": 1.0, "0.7": 1.0}
+    assert overall["max_box_acc_v2"] == 1.0
+    assert overall["calibrated_threshold"] == 0.01  # the first threshold with both hits
+    # The records' boxes miss both; boxes derived again at 0.5 take the largest region,
+    # the weak blob: a hit for a only.
+    assert overall["localisation"] == 0.0
+    again = run(["score", str(out), "--truth", str(truth), "--labels", str(labels),
+                 "--format", "json", "--box-threshold", "0.5"])
+    rederived = json.loads(again.stdout)["overall"]
+    assert rederived["localisation"] == 0.5 and rederived["boxed"] == 2
+    table = run(["score", str(out), "--truth", str(truth), "--labels", str(labels)])
+    assert table.stdout.splitlines()[-1] == (
+        "calibrated --box-threshold 0.01: box accuracy 100.0% at IoU 0.5 over 2 saved maps "
+        "(best over thresholds at IoU 0.3 / 0.5 / 0.7: 100.0% / 100.0% / 100.0%)")
+
+
+def test_box_threshold_needs_saved_maps(tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    writer = ManifestWriter(str(out / "manifest.jsonl"))
+    writer.append([Record(input=str(tmp_path / "x.png"), request=Request("m", "l", "gradcam",
+                                                                         "top1"),
+                          class_index=0, label="c0", top=[[0, "c0", 1.0]], output="x.jpg")])
+    writer.close()
+    truth = tmp_path / "truth.csv"
+    truth.write_text("input,class,x0,y0,x1,y1\nx.png,c0,0,0,5,5\n")
+    result = run(["score", str(out), "--truth", str(truth), "--box-threshold", "0.4"])
+    assert result.exit_code == 2
+    assert result.stderr.strip().splitlines()[-1] == (
+        "Error: --box-threshold derives the boxes from the saved maps, and the run saved "
+        "none: run batch with --save-maps")
+
+
+def test_a_real_run_rederives_its_own_boxes(explained):
+    work, made, out, records = explained
+    truth = work / "truth.csv"
+    truth.write_text("input,class,x0,y0,x1,y1\n" + "".join(
+        f"{relative},{label},{x0},{y0},{x1},{y1}\n" for relative, label, (x0, y0, x1, y1)
+        in made))
+    plain = run(["score", str(out), "--truth", str(truth), "--format", "json"])
+    same = run(["score", str(out), "--truth", str(truth), "--format", "json",
+                "--box-threshold", "0.5"])  # the threshold the run used
+    first, second = json.loads(plain.stdout)["overall"], json.loads(same.stdout)["overall"]
+    assert first["mapped"] == 8
+    assert second["localisation"] == first["localisation"]
+    assert second["mean_iou"] == pytest.approx(first["mean_iou"])
+    assert 0.0 < first["max_box_acc_v2"] <= 1.0
