@@ -425,3 +425,33 @@ def test_sixteen_methods():
     assert {"ablationcam", "eigengradcam", "gradcam-elementwise", "kpcacam", "shapleycam",
             "finercam", "fullgrad", "randomcam"} <= set(METHODS)
     assert [m.name for m in METHODS.values() if m.baseline] == ["randomcam"]
+
+
+def two_conv_model(keras):
+    inputs = keras.Input((8, 8, 3))
+    x = keras.layers.Conv2D(3, 3, padding="same", activation="relu", name="first")(inputs)
+    x = keras.layers.Conv2D(4, 3, padding="same", activation="relu", name="second")(x)
+    x = keras.layers.Flatten()(x)
+    model = keras.Model(inputs, keras.layers.Dense(4, name="fc")(x))
+    seeded_weights(model, seed=6, scale=0.4)
+    return model
+
+
+@pytest.mark.parametrize("method", [ShapleyCAM, FinerCAM, GradCAMElementWise, EigenGradCAM,
+                                    KPCACAM, RandomCAM])
+def test_new_methods_fuse_layers_like_every_method(keras, batch, method):
+    """Several --layer: each layer's map normalised, then their mean, normalised again."""
+    model = two_conv_model(keras)
+    fused = method(graph.build(model, ["first", "second"]))(batch, CLASSES)
+    alone = [method(graph.build(model, name))(batch, CLASSES).maps
+             for name in ("first", "second")]
+    mean = (alone[0] + alone[1]) / 2
+    peak = mean.max(axis=(1, 2), keepdims=True)
+    np.testing.assert_allclose(fused.maps, np.divide(mean, peak, out=np.zeros_like(mean),
+                                                     where=peak > 0), atol=1e-5)
+
+
+def test_ablationcam_refuses_to_fuse(keras):
+    with pytest.raises(UsageProblem, match="ablationcam cannot fuse several layers: each "
+                                           "layer would need its own ablated passes"):
+        AblationCAM(graph.build(two_conv_model(keras), ["first", "second"]))

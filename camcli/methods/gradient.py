@@ -126,21 +126,25 @@ class ShapleyCAM(BaseCAM):
 
     def differentiate(self, x, requested):
         tf = tensorflow()
-        with tf.GradientTape() as outer:
+        with tf.GradientTape(persistent=True) as outer:
             with tf.GradientTape() as inner:
                 features, probabilities, class_index, score = forward(
                     self.graph, x, requested, self.score)
             gradients = inner.gradient(score, features)
-            # d/dA of <g(A), A held fixed> = H.A: the Hessian-vector product.
-            product = tf.add_n([tf.reduce_sum(tf.cast(g, tf.float32) *
-                                              tf.stop_gradient(tf.cast(f, tf.float32)))
-                                for f, g in zip(features, gradients, strict=True)
-                                if g is not None] or [tf.zeros(())])
-        hessian_a = outer.gradient(product, features,
-                                   unconnected_gradients=tf.UnconnectedGradients.ZERO)
-        return features, probabilities, class_index, [
-            None if g is None else g - 0.5 * tf.cast(h, g.dtype)
-            for g, h in zip(gradients, hessian_a, strict=True)]
+            # Per layer, d/dA of <g(A), A held fixed> = H.A: a Hessian-vector product.
+            products = [None if g is None else tf.reduce_sum(
+                g * tf.stop_gradient(tf.cast(f, g.dtype)))
+                for f, g in zip(features, gradients, strict=True)]
+        shapley = []
+        for f, g, product in zip(features, gradients, products, strict=True):
+            if g is None:
+                shapley.append(None)
+                continue
+            hessian_a = outer.gradient(product, f,
+                                       unconnected_gradients=tf.UnconnectedGradients.ZERO)
+            shapley.append(g - 0.5 * tf.cast(hessian_a, g.dtype))
+        del outer
+        return features, probabilities, class_index, shapley
 
     def weights(self, features, gradients, class_index):
         return tensorflow().reduce_mean(gradients, axis=[1, 2])
