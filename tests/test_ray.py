@@ -88,6 +88,7 @@ def test_the_ray_engine_writes_what_the_local_engine_writes(ray_cluster, tree, t
     ["--method", "gradcam++", "--class", "green thing", "--metrics", "--metric-steps", "2",
      "--panel", "--shard", "2/2"],
     ["--class-from", "folder", "--top-k-maps", "1"],
+    ["--method", "ablationcam", "--max-maps", "3", "--smooth", "aug", "--metrics", "road"],
 ])
 def test_options_mean_the_same_on_ray(ray_cluster, tree, tmp_path, model_files, extra):
     args = ["batch", str(tree / "gen"), "-q", "--model", model_files["gap"], "--labels",

@@ -89,6 +89,7 @@ class KPCACAM(BaseCAM):
         for n, positions in enumerate(centred.astype(np.float64)):
             if not np.any(positions):
                 continue  # nothing varies: no component, a blank map
-            component = KernelPCA(n_components=1, kernel=self.kernel)
+            # random_state: ARPACK's start vector (over 200 positions), so a map repeats
+            component = KernelPCA(n_components=1, kernel=self.kernel, random_state=0)
             out[n] = component.fit_transform(positions)[:, 0]
         return out
