@@ -18,8 +18,8 @@ venv: $(BIN)/python
 install: venv  ## create .venv and install camcli
 	$(BIN)/python -m pip install --quiet -e .
 
-dev: venv  ## create .venv and install camcli with the dev extras (and Ray and keras-hub, for their tests)
-	$(BIN)/python -m pip install --quiet -e '.[dev,ray,hub]'
+dev: venv  ## create .venv and install camcli with the dev extras (and Ray, keras-hub and S3, for their tests)
+	$(BIN)/python -m pip install --quiet -e '.[dev,ray,hub,s3]'
 
 demo: install  ## heatmaps for sample_images/ into heatmaps/
 	$(BIN)/camcli batch sample_images --out heatmaps

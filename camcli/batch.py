@@ -33,7 +33,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from camcli import outputs
+from camcli import outputs, storage
 from camcli.checkpoints import reached
 from camcli.classes import with_classes
 from camcli.errors import OutputError
@@ -84,7 +84,7 @@ class Job:
     @property
     def key(self) -> str:
         """The input as records name it: its absolute path."""
-        return os.path.abspath(self.item.path)
+        return storage.absolute(self.item.path)
 
     def to_row(self) -> dict:
         """The job as a row of plain values (for an engine that ships jobs elsewhere, as
@@ -92,8 +92,8 @@ class Job:
         fatal = self.fatal
         return {"path": self.key, "relative": self.item.relative,
                 "requested_class": self.item.requested_class, "problem": self.item.problem,
-                "output": os.path.abspath(self.output),
-                "map_path": os.path.abspath(self.map_path) if self.map_path else None,
+                "output": storage.absolute(self.output),
+                "map_path": storage.absolute(self.map_path) if self.map_path else None,
                 "records": [record.to_json() for record in self.records],
                 "error": self.error,
                 "fatal_errno": None if fatal is None else fatal.errno,
@@ -165,7 +165,7 @@ def selected(inputs: Sequence[str], options: BatchOptions) -> Iterator[InputItem
     """The inputs of this run (this shard's), each file once, lazily and in order."""
     seen: set[str] = set()
     for item in discover(inputs, options.patterns, exclude=options.out_dir):
-        key = os.path.abspath(item.path)
+        key = storage.absolute(item.path)
         if in_shard(item.relative, options.shard) and key not in seen:
             seen.add(key)
             yield item
@@ -212,8 +212,8 @@ def _answers(group: Group, job: Job, request: Request, top_k_maps: int | None, o
         for prefix, (recorded, recorded_map) in zip(slots.values(), files, strict=True):
             if not recorded.startswith(prefix) or (recorded_map is None) != (wanted_map is None):
                 return False
-    return all(exists(os.path.join(out_dir, picture))
-               and (npy is None or exists(os.path.join(out_dir, npy))) for picture, npy in files)
+    return all(exists(storage.join(out_dir, picture))
+               and (npy is None or exists(storage.join(out_dir, npy))) for picture, npy in files)
 
 
 def _files(record: Record) -> tuple[str | None, str | None]:
@@ -447,7 +447,7 @@ def run_batch(inputs: Sequence[str], session: Session, options: BatchOptions,
     total, items = with_classes(lambda: selected(inputs, options), session.assigner)
     jobs = plan(items, options, functools.partial(request_of, session), session.plan.top_k,
                 done)
-    recorder = Recorder(ManifestWriter(os.path.join(options.out_dir,
+    recorder = Recorder(ManifestWriter(storage.join(options.out_dir,
                                                     manifest_name(options.shard))),
                         reporter, total)
     reporter.start(total)

@@ -23,6 +23,7 @@ from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
+from camcli import storage
 from camcli.errors import UsageProblem
 from camcli.inputs import InputItem
 from camcli.labels import Resolver
@@ -161,7 +162,7 @@ class Table:
         """`key` of ``path``, remembering that ``path`` uses it."""
         key = self.key(path)
         if key is not None:
-            self._users[key].add(os.path.abspath(path))
+            self._users[key].add(storage.absolute(path))
         return key
 
     def shared(self, key: str) -> bool:
@@ -175,7 +176,7 @@ class Table:
     def key(self, path: str) -> str | None:
         """The table's name for ``path``: the longest of its rows' inputs that ends the
         path on a folder boundary (or equals it), else None."""
-        parts = os.path.abspath(path).replace(os.sep, "/").split("/")
+        parts = storage.absolute(path).replace(os.sep, "/").split("/")
         for start in range(len(parts)):
             candidate = "/".join(parts[start:])
             if candidate in self.rows:
@@ -239,7 +240,7 @@ class ClassAssigner:
 
     def _outcome(self, item: InputItem, record_use: bool = False) -> _Outcome:
         if self.table is None:
-            name = os.path.basename(os.path.dirname(os.path.abspath(item.path)))
+            name = storage.basename(storage.dirname(storage.absolute(item.path)))
             where = "its folder"
         else:
             key = self.table.claim(item.path) if record_use else self.table.key(item.path)

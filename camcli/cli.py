@@ -53,6 +53,24 @@ EXIT_INTERRUPTED = 130
 METRIC_KINDS = ("faithfulness", "road", "all")
 
 
+class Location(click.ParamType):
+    """A local file or folder that must exist (as ``click.Path(exists=True)``), or a URL
+    (``s3://...``), which its store checks where it is read."""
+
+    name = "path"
+
+    def __init__(self, folder: bool = False):
+        self.folder = folder
+        self._local = click.Path(exists=True, file_okay=not folder, dir_okay=folder)
+
+    def convert(self, value, param, ctx):
+        from camcli.storage import is_url
+
+        if is_url(str(value)):
+            return str(value)
+        return self._local.convert(value, param, ctx)
+
+
 class UsageFailure(click.ClickException):
     """A request that cannot be served as asked: ``Error: ...`` and exit code 2."""
 
@@ -107,12 +125,31 @@ def _configure_logging(verbosity: int) -> None:
 
 
 def verbosity_options(command):
+    """-v, -q and --storage-option: what every command takes."""
     command = click.option("-v", "--verbose", "verbose", is_flag=True, expose_value=False,
                            callback=_set_verbosity, help="Log more (debug details).")(command)
     command = click.option("-q", "--quiet", "quiet", is_flag=True, expose_value=False,
                            callback=_set_verbosity,
                            help="Only warnings and errors on stderr; no progress bar.")(command)
+    command = click.option("--storage-option", "storage_options", multiple=True,
+                           metavar="KEY=VALUE", expose_value=False, is_eager=True,
+                           callback=_set_storage_options,
+                           help="Passed to fsspec for URLs (s3://, gs://, az://), e.g. "
+                                "anon=true; credentials and endpoints come from each "
+                                "store's standard settings (AWS_* variables...).")(command)
     return command
+
+
+def _set_storage_options(ctx: click.Context, param: click.Parameter, values) -> None:
+    from camcli import storage
+
+    options = {}
+    for value in values:
+        key, sep, setting = value.partition("=")
+        if not sep or not key.strip():
+            raise click.BadParameter(f"{value!r} is not KEY=VALUE", ctx=ctx, param=param)
+        options[key.strip()] = setting
+    storage.configure(options)
 
 
 def _verbosity() -> int:
@@ -141,7 +178,7 @@ def model_options(command):
                      metavar="imagenet|none|FILE",
                      help="Weights of a built-in model: Keras' ImageNet download, random "
                           "(testing only) or a Keras weights file."),
-        click.option("--labels", "labels_file", type=click.Path(exists=True, dir_okay=False),
+        click.option("--labels", "labels_file", type=Location(),
                      help="Class names in class order: one per line, or JSON (a list, or "
                           "{index: name}) (custom models)."),
         click.option("--preprocess", type=click.Choice(PREPROCESS_NAMES),
@@ -567,7 +604,7 @@ def layers(model, fmt, unsafe_model_code):
 
 
 @main.command()
-@click.argument("out_dir", type=click.Path(exists=True, file_okay=False))
+@click.argument("out_dir", type=Location(folder=True))
 @verbosity_options
 @translate_errors
 def report(out_dir):
@@ -587,9 +624,9 @@ def report(out_dir):
 @main.command(short_help="Score a run against ground truth: pointing game, localisation, "
                         "top-1/5.")
 @click.argument("manifests", nargs=-1, required=True, metavar="MANIFEST|OUT_DIR...")
-@click.option("--truth", required=True, type=click.Path(exists=True, dir_okay=False),
+@click.option("--truth", required=True, type=Location(),
               help="Ground truth: CSV (input,class,x0,y0,x1,y1), JSON lines, or COCO JSON.")
-@click.option("--labels", "labels_file", type=click.Path(exists=True, dir_okay=False),
+@click.option("--labels", "labels_file", type=Location(),
               help="The model's class names, one per line (default: ImageNet's, or the "
                    "names the records show).")
 @click.option("--format", "fmt", default="table", show_default=True,
@@ -641,7 +678,7 @@ def score(manifests, truth, labels_file, fmt, min_pointing, min_loc, box_thresho
 
 
 @main.command(short_help="Train a CAM head for your own classes (one sub-folder each).")
-@click.argument("tree", type=click.Path(exists=True, file_okay=False))
+@click.argument("tree", type=Location(folder=True))
 @click.option("-o", "--output", type=click.Path(dir_okay=False),
               help="The model to write: one .keras file (and its .json report beside it). "
                    " [required]")
@@ -818,7 +855,8 @@ def batch(ctx, inputs, method, metrics, metric_steps, make_report, engine, **opt
         f"camcli: {summary.total} inputs: {summary.written} written, {summary.skipped} "
         f"already done, {summary.failed} failed{lost} in {summary.seconds:.1f} s "
         f"({summary.images_per_second:.1f} images/s). Overlays in {out_dir}/, "
-        f"records in {summary.manifest}" + (" (interrupted)" if summary.interrupted else ""),
+        f"records in {_manifest_shown(summary.manifest)}"
+        + (" (interrupted)" if summary.interrupted else ""),
         err=True,
     )
     if summary.metrics:
@@ -853,6 +891,14 @@ def _command_line() -> str:
     verbosity = _verbosity()
     words += ["-q"] if verbosity < 0 else ["-v"] if verbosity > 0 else []
     return shlex.join(words)
+
+
+def _manifest_shown(path: str) -> str:
+    """Where the records are: the manifest file, or in an object store its parts' folder
+    (`camcli.storage.PartsAppender`)."""
+    from camcli.storage import is_url
+
+    return path.removesuffix(".jsonl") + "/" if is_url(path) else path
 
 
 def _say_metrics(means: dict) -> None:

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import fnmatch
 import os
+import posixpath
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
-from camcli.errors import InputNotFound
+from camcli import storage
+from camcli.errors import InputNotFound, UsageProblem
 from camcli.images import IMAGE_EXTENSIONS
 from camcli.storage import store_for
 
@@ -41,12 +43,13 @@ def _is_glob(arg: str) -> bool:
 
 
 def _glob_root(pattern: str) -> str:
+    separator = "/" if storage.is_url(pattern) else os.sep
     parts = []
-    for part in pattern.split(os.sep):
+    for part in pattern.split(separator):
         if any(c in part for c in _GLOB_CHARS):
             break
         parts.append(part)
-    root = os.sep.join(parts)
+    root = separator.join(parts)
     return root or os.curdir
 
 
@@ -67,12 +70,22 @@ def base_folder(args: Sequence[str]) -> str:
     roots = []
     for arg in args:
         if _is_glob(arg):
-            roots.append(os.path.abspath(_glob_root(arg)))
+            roots.append(storage.absolute(_glob_root(arg)))
         elif store_for(arg).isdir(arg):
-            roots.append(os.path.abspath(arg))
+            roots.append(storage.absolute(arg))
         else:
-            roots.append(os.path.dirname(os.path.abspath(arg)))
-    return os.path.commonpath(roots) if roots else os.path.abspath(os.curdir)
+            roots.append(storage.dirname(storage.absolute(arg)))
+    if not roots:
+        return os.path.abspath(os.curdir)
+    kinds = {storage.scheme(root) for root in roots}
+    if len(kinds) > 1:
+        raise UsageProblem("the inputs mix local paths and URLs (or several kinds of URL): "
+                           "give the inputs of one run from one store")
+    kind = kinds.pop()
+    if kind is None:
+        return os.path.commonpath(roots)
+    common = posixpath.commonpath([root.split("://", 1)[1] for root in roots])
+    return f"{kind}://{common}"
 
 
 class _NameFilter:
@@ -104,8 +117,7 @@ def discover(args: Sequence[str], patterns: Sequence[str] | None = None,
     skip = _Excluded(exclude)
 
     def item(path: str) -> InputItem:
-        relative = os.path.relpath(os.path.abspath(path), base)
-        return InputItem(path=path, relative=relative.replace(os.sep, "/"))
+        return InputItem(path=path, relative=storage.relative(path, base))
 
     for arg in args:
         store = store_for(arg)
@@ -113,7 +125,7 @@ def discover(args: Sequence[str], patterns: Sequence[str] | None = None,
             for path in store.glob(arg):
                 if store.isdir(path) or skip.file(path):
                     continue
-                if keep(os.path.basename(path)):
+                if keep(storage.basename(path)):
                     yield item(path)
         elif store.isdir(arg):
             for path in _walk(arg, keep, skip):
@@ -122,22 +134,27 @@ def discover(args: Sequence[str], patterns: Sequence[str] | None = None,
             yield item(arg)
 
 
+def _real(location: str) -> str:
+    return storage.absolute(location) if storage.is_url(location) else \
+        os.path.realpath(location)
+
+
 class _Excluded:
     def __init__(self, folder: str | None):
-        self.folder = os.path.realpath(folder) if folder else None
+        self.folder = _real(folder) if folder else None
 
     def is_folder(self, path: str) -> bool:
-        return self.folder is not None and os.path.realpath(path) == self.folder
+        return self.folder is not None and _real(path) == self.folder
 
     def file(self, path: str) -> bool:
         if self.folder is None:
             return False
-        return os.path.realpath(path).startswith(self.folder + os.sep)
+        return _real(path) != self.folder and storage.inside(_real(path), self.folder)
 
 
 def _walk(top: str, keep: _NameFilter, skip: _Excluded) -> Iterator[str]:
     store = store_for(top)
-    visited: set[tuple[int, int]] = set()
+    visited: set = set()
 
     def first_visit(folder: str) -> bool:
         key = store.identity(folder)
@@ -150,9 +167,8 @@ def _walk(top: str, keep: _NameFilter, skip: _Excluded) -> Iterator[str]:
         return
     for folder, dirnames, filenames in store.walk(top):
         dirnames[:] = sorted(
-            d for d in dirnames
-            if not skip.is_folder(os.path.join(folder, d)) and first_visit(os.path.join(folder, d))
-        )
+            d for d in dirnames if not skip.is_folder(storage.join(folder, d))
+            and first_visit(storage.join(folder, d)))
         for name in sorted(filenames):
             if keep(name):
-                yield os.path.join(folder, name)
+                yield storage.join(folder, name)

@@ -27,6 +27,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
+from camcli import storage
 from camcli.errors import OutputError
 from camcli.storage import store_for
 from camcli.targets import CLASS_SOURCES
@@ -171,12 +172,12 @@ class Record:
         relative = getattr(self, which)
         if relative is None:
             return None
-        return os.path.join(os.path.abspath(folder), *relative.split("/"))
+        return storage.join(storage.absolute(folder), *relative.split("/"))
 
 
 def relative_to(path: str, folder: str) -> str:
     """``path`` relative to ``folder``, with '/' separators (how records store pictures)."""
-    return os.path.relpath(os.path.abspath(path), os.path.abspath(folder)).replace(os.sep, "/")
+    return storage.relative(path, folder)
 
 
 def now() -> str:
@@ -197,7 +198,7 @@ def _from_schema_1(data: dict, folder: str) -> Record:
         target, requested = "class", class_index
     request = Request(data["model"], data["layer"], data["method"], target, requested,
                       "option" if requested is not None else None)
-    return Record(input=os.path.abspath(data["input"]), request=request, rank=rank,
+    return Record(input=storage.absolute(data["input"]), request=request, rank=rank,
                   output=_schema_1_path(data.get("output"), folder),
                   map=_schema_1_path(data.get("map"), folder), class_index=class_index,
                   label=data.get("label"), score=data.get("score"), top=top,
@@ -264,7 +265,7 @@ class ManifestWriter:
 def read(path: str) -> Iterator[Record]:
     """The complete records of one manifest file, in order; torn or foreign lines are
     skipped. A missing file has none."""
-    folder = os.path.dirname(os.path.abspath(path))
+    folder = storage.dirname(storage.absolute(path))
     try:
         f = store_for(path).open(path, "r", encoding="utf-8", errors="replace")
     except FileNotFoundError:
@@ -277,9 +278,15 @@ def read(path: str) -> Iterator[Record]:
 
 
 def parts(folder: str) -> list[str]:
-    """Every manifest file in ``folder`` (the run's and each shard's), in a stable order."""
-    found = store_for(folder).glob(os.path.join(glob.escape(folder), "manifest*.jsonl"))
-    return sorted(found, key=lambda p: (os.path.basename(p) != MANIFEST_NAME, p))
+    """Every manifest file in ``folder`` (the run's and each shard's, and in an object
+    store their part objects, `camcli.storage.PartsAppender`), in a stable order: the
+    run's manifest first, then by name (parts sort by their run's start)."""
+    store = store_for(folder)
+    escaped = glob.escape(folder)
+    found = store.glob(storage.join(escaped, "manifest*.jsonl"))
+    if storage.is_url(folder):
+        found += store.glob(storage.join(escaped, "manifest*", "part-*.jsonl"))
+    return sorted(found, key=lambda p: (storage.basename(p) != MANIFEST_NAME, p))
 
 
 @dataclass
@@ -330,7 +337,7 @@ def latest(folder: str, keep: Callable[[Record], object] = lambda record: record
     """
     chosen: dict[str, Group] = {}
     for path in parts(folder):
-        if files is not None and os.path.abspath(path) not in files:
+        if files is not None and storage.absolute(path) not in files:
             continue
         current: dict[str, Group] = {}
         for record in read(path):

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from camcli import storage
 from camcli.errors import OutputError
 from camcli.options import RenderStyle
 from camcli.storage import store_for
@@ -173,7 +174,7 @@ def single_name(relative: str, method: str, output: str | None = None,
     if output:
         return output
     stem = os.path.splitext(relative)[0]
-    return os.path.join(out_dir or os.curdir, f"{stem}_{method}.jpg")
+    return storage.join(out_dir or os.curdir, f"{stem}_{method}.jpg")
 
 
 class MirroredNames:
@@ -203,4 +204,4 @@ def safe_join(out_dir: str, relative: str) -> str:
     normal = os.path.normpath(relative)
     if os.path.isabs(normal) or normal == ".." or normal.startswith(".." + os.sep):
         raise OutputError(f"output path {relative!r} would leave the output folder")
-    return os.path.join(out_dir, normal)
+    return storage.join(out_dir, normal)

@@ -22,6 +22,7 @@ from importlib import resources
 
 from PIL import Image, ImageOps
 
+from camcli import storage
 from camcli.errors import UsageProblem
 from camcli.manifest import Record, latest, parts
 from camcli.storage import store_for
@@ -72,7 +73,7 @@ def _link(path: str | None, out_dir: str) -> str | None:
     """A relative URL from index.html to ``path`` (forward slashes, percent-safe)."""
     if not path:
         return None
-    relative = os.path.relpath(os.path.abspath(path), os.path.abspath(out_dir))
+    relative = storage.relative(path, out_dir)
     from urllib.parse import quote
 
     return quote(relative.replace(os.sep, "/"))
@@ -88,14 +89,14 @@ def build_report(out_dir: str, workers: int = 2) -> ReportSummary:
         raise UsageProblem(f"{out_dir} has no manifest.jsonl: run camcli batch --out "
                            f"{out_dir} first")
     records = _records(out_dir)
-    thumbs_dir = os.path.join(out_dir, THUMBNAILS)
+    thumbs_dir = storage.join(out_dir, THUMBNAILS)
     jobs, items = [], []
     for number, record in enumerate(records):
         output = record.path(out_dir)
         output = output if output and store_for(output).isfile(output) else None
         stem = os.path.splitext(record.output)[0] if output else f"{number:07d}"
-        overlay_thumb = os.path.join(thumbs_dir, stem + ".overlay.jpg")
-        original_thumb = os.path.join(thumbs_dir, stem + ".original.jpg")
+        overlay_thumb = storage.join(thumbs_dir, stem + ".overlay.jpg")
+        original_thumb = storage.join(thumbs_dir, stem + ".original.jpg")
         jobs.append((output, overlay_thumb))
         jobs.append((record.input if record.error is None else None, original_thumb))
         top = (record.top or [[None, None, None]])[0]
@@ -120,9 +121,9 @@ def build_report(out_dir: str, workers: int = 2) -> ReportSummary:
     for item, original_made in zip(items, made[1::2], strict=True):
         if original_made is None:
             item["original"] = None
-    path = os.path.join(out_dir, "index.html")
+    path = storage.join(out_dir, "index.html")
     store_for(path).write_atomic(
-        path, render_html(items, os.path.basename(os.path.abspath(out_dir))).encode("utf-8"))
+        path, render_html(items, storage.basename(storage.absolute(out_dir))).encode("utf-8"))
     errors = sum(1 for item in items if item["error"])
     return ReportSummary(path, len(items), errors, sum(1 for m in made if m))
 

@@ -33,14 +33,13 @@ right) and true boxes. Overall figures pool all pairs (micro-average).
 
 from __future__ import annotations
 
-import os
 from collections import defaultdict
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from camcli import labels as labels_mod
-from camcli import localise
+from camcli import localise, storage
 from camcli.classes import Table, read_table
 from camcli.errors import UsageProblem
 from camcli.manifest import Record, latest, parts
@@ -220,7 +219,7 @@ def _saved_map(record: Record, folder: str) -> np.ndarray | None:
 
     store = store_for(folder)
     try:
-        with store.open(os.path.join(folder, *record.map.split("/"))) as f:
+        with store.open(storage.join(folder, *record.map.split("/"))) as f:
             heatmap = np.load(f)
         with store_for(record.input).open(record.input) as f, Image.open(f) as photo:
             width, height = photo.size
@@ -241,7 +240,7 @@ def _records(manifests: list[str]) -> tuple[dict[str, list[Record]], dict[str, s
             if not parts(folder):
                 raise UsageProblem(f"{given} has no manifest.jsonl: run camcli batch first")
         elif store.isfile(given):
-            folder, names = os.path.dirname(given) or ".", {os.path.abspath(given)}
+            folder, names = storage.dirname(given) or ".", {storage.absolute(given)}
         else:
             raise UsageProblem(f"{given}: no such manifest or folder")
         for path, group in latest(folder, files=names).items():

@@ -7,11 +7,10 @@ sub-folders keep their relative folder, so two ``x.jpg`` never overwrite each ot
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
-from camcli import outputs
+from camcli import outputs, storage
 from camcli.classes import with_classes
 from camcli.errors import OutputError
 from camcli.inputs import InputItem
@@ -62,6 +61,6 @@ def explain_images(items: Iterable[InputItem], session: Session, output: str | N
         if outcome.error is not None:
             yield Written(path, error=outcome.error)
         if outcome.fatal is not None:
-            folder = os.path.dirname(os.path.abspath(name))
+            folder = storage.dirname(storage.absolute(name))
             raise OutputError(f"cannot write to {folder}: "
                               f"{outcome.fatal.strerror or outcome.fatal}")

@@ -7,23 +7,114 @@ What goes through it: photos (`camcli.images`), class tables and labels files
 (`camcli.report`), the training report (`camcli.train`). The other modules name locations
 and call a store's methods; none opens, lists or renames by itself.
 
-`store_for(location)` picks the store. Every location is local today (`LocalStore`: the
-``os`` module, atomic renames, an ``O_APPEND`` manifest). A new back end (object stores
-through fsspec, for example) is one class with these methods, named as fsspec's filesystem
-methods are, and one line in `store_for`. Model files and the converted-weights cache are
-Keras' and the machine's own business and stay local.
+`store_for(location)` picks the store: a plain path (or ``file://``) is local
+(`LocalStore`: the ``os`` module, atomic renames, an ``O_APPEND`` manifest); a URL
+(``s3://``, ``gs://``, ``az://``, any fsspec protocol) is an `FsspecStore`, whose methods
+have the same names and meanings. Object stores have no rename and no append: a whole
+object is one PUT (atomic), and a manifest there is a series of part objects, each written
+whole (`PartsAppender`). Credentials and endpoints come from each store's own standard
+chain (``AWS_*`` variables and profiles, Google's application default credentials,
+Azure's); `configure` passes ``--storage-option KEY=VALUE`` pairs to fsspec, and no message
+shows them.
+
+Locations are strings throughout: `join`, `dirname`, `basename`, `absolute` and
+`relative` work on both kinds, so the other modules never call ``os.path`` on one. Model
+files are read through the store into a local temporary copy (Keras reads paths); the
+converted-weights cache stays local.
 """
 
 from __future__ import annotations
 
 import glob as globbing
 import os
+import posixpath
 import stat
 import tempfile
+import time
 from collections.abc import Iterator
 from typing import IO
 
 from camcli import atomic
+from camcli.errors import UsageProblem
+
+#: URL schemes whose fsspec back end is an extra of camcli's: scheme -> (module, extra).
+EXTRAS = {"s3": ("s3fs", "s3"), "s3a": ("s3fs", "s3"), "gs": ("gcsfs", "gcs"),
+          "gcs": ("gcsfs", "gcs"), "az": ("adlfs", "azure"), "abfs": ("adlfs", "azure"),
+          "abfss": ("adlfs", "azure")}
+
+_OPTIONS: dict[str, str] = {}
+
+
+def configure(options: dict[str, str]) -> None:
+    """Extra fsspec options for every URL store (``--storage-option KEY=VALUE``); values
+    that look like numbers or booleans are passed as such."""
+    _OPTIONS.clear()
+    _OPTIONS.update(options)
+    _STORES.clear()
+
+
+# -- locations ---------------------------------------------------------------------------
+
+
+def scheme(location: str) -> str | None:
+    """The URL scheme of ``location`` (``s3``), or None for a local path (``file://``
+    included)."""
+    head, sep, _ = location.partition("://")
+    if not sep or not head or not head.replace("+", "").replace("-", "").isalnum():
+        return None
+    return None if head == "file" else head.lower()
+
+
+def is_url(location: str) -> bool:
+    return scheme(location) is not None
+
+
+def _local(location: str) -> str:
+    return location[len("file://"):] if location.startswith("file://") else location
+
+
+def absolute(location: str) -> str:
+    """``location`` made absolute: a local path as ``os.path.abspath``; a URL with its
+    path normalised (no ``.``, ``..`` or doubled or trailing ``/``)."""
+    kind = scheme(location)
+    if kind is None:
+        return os.path.abspath(_local(location))
+    rest = location.split("://", 1)[1]
+    normal = posixpath.normpath("/" + rest).lstrip("/")
+    return f"{kind}://{normal}"
+
+
+def join(base: str, *parts: str) -> str:
+    """``base`` and ``parts`` joined with the location's own separator."""
+    if is_url(base):
+        return posixpath.join(base, *parts)
+    return os.path.join(base, *parts)
+
+
+def dirname(location: str) -> str:
+    if is_url(location):
+        kind, rest = location.split("://", 1)
+        return f"{kind}://{posixpath.dirname(rest.rstrip('/'))}"
+    return os.path.dirname(location)
+
+
+def basename(location: str) -> str:
+    return posixpath.basename(location.rstrip("/")) if is_url(location) else \
+        os.path.basename(location)
+
+
+def relative(location: str, start: str) -> str:
+    """``location`` relative to the folder ``start``, '/'-separated."""
+    if is_url(location) or is_url(start):
+        return posixpath.relpath(absolute(location).split("://", 1)[1],
+                                 absolute(start).split("://", 1)[1])
+    return os.path.relpath(absolute(location), absolute(start)).replace(os.sep, "/")
+
+
+def inside(location: str, folder: str) -> bool:
+    """Whether ``location`` is ``folder`` or under it (both absolute)."""
+    separator = "/" if is_url(folder) else os.sep
+    return location == folder or location.startswith(folder.rstrip(separator) + separator)
 
 
 class NotARegularFile(OSError):
@@ -151,10 +242,220 @@ class LocalStore:
         return Appender(path)
 
 
+class StoreUnreachable(UsageProblem):
+    """A location in a store that cannot be used at all: no such bucket, no permission, no
+    credentials (exit 2, before any work)."""
+
+
+def _unreachable(location: str, exc: BaseException) -> StoreUnreachable:
+    """One line for why ``location``'s store refuses; never the credentials."""
+    name = type(exc).__name__
+    if isinstance(exc, FileNotFoundError):
+        why = "the bucket (or container) does not exist"
+    elif isinstance(exc, PermissionError):
+        why = "access denied: check the credentials and the bucket's policy"
+    elif "Credential" in name:
+        why = ("no credentials found: set the store's standard variables (AWS_* for S3), a "
+               "profile, or run where an instance role applies")
+    else:
+        why = f"{name}: {str(exc).splitlines()[0] if str(exc) else 'cannot be reached'}"
+    return StoreUnreachable(f"{location}: {why}")
+
+
+class PartsAppender:
+    """A manifest in an object store, which has no append: the appended records are
+    buffered and written as whole part objects (one PUT each, so a part is there whole or
+    not at all) under ``<manifest without .jsonl>/part-<run>-<n>.jsonl``, every
+    `FLUSH_RECORDS` groups or `FLUSH_SECONDS`, whichever comes first, and at `close`. A
+    killed run loses only its unflushed records: their inputs are redone."""
+
+    FLUSH_RECORDS = 256
+    FLUSH_SECONDS = 10.0
+
+    def __init__(self, store: FsspecStore, path: str):
+        self.store, self.path = store, path
+        stem = path[:-len(".jsonl")] if path.endswith(".jsonl") else path
+        # Runs sort by their start: nanoseconds since the epoch, then the process.
+        self._prefix = f"{stem}/part-{time.time_ns():020d}-{os.getpid()}-"
+        self._buffer: list[bytes] = []
+        self._count = 0
+        self._since = time.monotonic()
+
+    def ends_cleanly(self) -> bool:
+        return True  # parts are whole objects: nothing can be torn
+
+    def append(self, data: bytes) -> None:
+        self._buffer.append(data)
+        if len(self._buffer) >= self.FLUSH_RECORDS or \
+                time.monotonic() - self._since >= self.FLUSH_SECONDS:
+            self.flush()
+
+    def flush(self) -> None:
+        """Write what is buffered as the next part (nothing when nothing is).
+
+        Raises:
+            OSError: it cannot be written (the records stay buffered).
+        """
+        if self._buffer:
+            self.store.write_atomic(f"{self._prefix}{self._count:06d}.jsonl",
+                                    b"".join(self._buffer))
+            self._buffer.clear()
+            self._count += 1
+        self._since = time.monotonic()
+
+    def close(self) -> None:
+        self.flush()
+
+
+class FsspecStore:
+    """An fsspec filesystem (object stores: ``s3://``, ``gs://``, ``az://``...), with
+    `LocalStore`'s methods. Locations are full URLs in and out."""
+
+    def __init__(self, protocol: str):
+        import fsspec
+
+        self.protocol = protocol
+        self.fs = fsspec.filesystem(protocol, **{k: _value(v) for k, v in _OPTIONS.items()})
+
+    def __repr__(self) -> str:  # never the options: they may hold secrets
+        return f"FsspecStore({self.protocol!r})"
+
+    def _key(self, location: str) -> str:
+        return location.split("://", 1)[1] if "://" in location else location
+
+    def _url(self, key: str) -> str:
+        return f"{self.protocol}://{key.lstrip('/')}"
+
+    def open(self, path: str, mode: str = "rb", **text) -> IO:
+        if "r" not in mode or any(c in mode for c in "wax+"):
+            raise ValueError(f"a store opens files to read only, not {mode!r}")
+        if self.fs.isdir(self._key(path)) and not self.fs.isfile(self._key(path)):
+            raise IsADirectoryError(f"{path}: a folder")
+        return self.fs.open(self._key(path), mode, **text)
+
+    def exists(self, path: str) -> bool:
+        return self.reachable(path)
+
+    def isfile(self, path: str) -> bool:
+        return self.fs.isfile(self._key(path))
+
+    def isdir(self, path: str) -> bool:
+        return self.fs.isdir(self._key(path))
+
+    def mtime(self, path: str) -> float:
+        return self.fs.modified(self._key(path)).timestamp()
+
+    def glob(self, pattern: str) -> list[str]:
+        return sorted(self._url(k) for k in self.fs.glob(self._key(pattern)))
+
+    def find(self, top: str) -> list[str]:
+        """Every object under ``top``, from one listing (paged by the store)."""
+        return sorted(self._url(k) for k in self.fs.find(self._key(top)))
+
+    def walk(self, top: str) -> Iterator[tuple[str, list[str], list[str]]]:
+        """`LocalStore.walk`'s view of one listing of ``top`` (`find`): pruning
+        ``subfolders`` skips them without another request."""
+        top = absolute(top)
+        tree: dict[str, tuple[set, list]] = {top: (set(), [])}
+        for url in self.find(top):
+            folder, name = url.rsplit("/", 1)
+            tree.setdefault(folder, (set(), []))[1].append(name)
+            while folder != top and folder.startswith(top + "/"):
+                parent, child = folder.rsplit("/", 1)
+                tree.setdefault(parent, (set(), []))[0].add(child)
+                folder = parent
+        pending = [top]
+        while pending:
+            folder = pending.pop(0)
+            subfolders = sorted(tree.get(folder, (set(), []))[0])
+            files = sorted(tree.get(folder, (set(), []))[1])
+            yield folder, subfolders, files
+            pending[:0] = [f"{folder}/{name}" for name in subfolders]
+
+    def identity(self, folder: str) -> str | None:
+        return absolute(folder)  # no links in an object store: the name is the folder
+
+    def check_writable(self, folder: str) -> None:
+        """Write and remove a probe object under ``folder``.
+
+        Raises:
+            StoreUnreachable: no such bucket, no permission, no credentials.
+        """
+        probe = f"{absolute(folder)}/.camcli-probe-{os.getpid()}-{time.time_ns()}"
+        try:
+            self.write_atomic(probe, b"")
+            self.fs.rm(self._key(probe))
+        except Exception as exc:  # botocore's and each back end's own kinds, translated
+            raise _unreachable(folder, exc) from None
+
+    def reachable(self, location: str) -> bool:
+        """Whether anything is at ``location``.
+
+        Raises:
+            StoreUnreachable: the store refuses (permission, credentials), other than
+                "not there".
+        """
+        try:
+            return self.fs.exists(self._key(location))
+        except FileNotFoundError:
+            return False
+        except Exception as exc:
+            raise _unreachable(location, exc) from None
+
+    def remove_leftovers(self, folder: str) -> int:
+        return 0  # an object is written whole or not at all: nothing is left over
+
+    def write_atomic(self, path: str, data: bytes) -> None:
+        self.fs.pipe(self._key(path), data)
+
+    def appender(self, path: str) -> PartsAppender:
+        return PartsAppender(self, path)
+
+
+def _value(text: str):
+    """A ``--storage-option`` value as fsspec wants it: int, float, bool or the text."""
+    lowered = text.lower()
+    if lowered in ("true", "false"):
+        return lowered == "true"
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
 _LOCAL = LocalStore()
+_STORES: dict[str, FsspecStore] = {}
 
 
-def store_for(location: str) -> LocalStore:
-    """The store that holds ``location`` (a path today; a URL's scheme picks its back end
-    once there are others)."""
-    return _LOCAL
+def store_for(location: str) -> LocalStore | FsspecStore:
+    """The store that holds ``location``: local for a path or ``file://``, else the
+    fsspec back end of the URL's scheme.
+
+    Raises:
+        UsageProblem: the scheme's back end is not installed (naming camcli's extra) or
+            fsspec knows no such scheme.
+    """
+    kind = scheme(location)
+    if kind is None:
+        return _LOCAL
+    if kind not in _STORES:
+        module, extra = EXTRAS.get(kind, (None, None))
+        try:
+            import importlib.util
+
+            import fsspec
+
+            if module is not None and importlib.util.find_spec(module) is None:
+                raise ImportError(module)
+            fsspec.get_filesystem_class(kind)
+            _STORES[kind] = FsspecStore(kind)
+        except ImportError:
+            name = module or "its fsspec back end"
+            hint = f"pip install 'camcli[{extra}]'" if extra else f"install {name}"
+            raise UsageProblem(f"{location}: {kind}:// needs {name}, which is not installed: "
+                               f"{hint}") from None
+        except ValueError:
+            raise UsageProblem(f"{location}: unknown storage scheme {kind}://") from None
+    return _STORES[kind]

@@ -217,3 +217,75 @@ def ray_cluster(tmp_path_factory):
         yield ray.get_runtime_context().gcs_address
     finally:
         ray.shutdown()
+
+
+# -- a real S3 API: moto's server mode on the loopback address ---------------------------------
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """moto's S3 server on 127.0.0.1 at a free port, for the whole session; camcli reaches
+    it over HTTP through the standard ``AWS_*`` variables (no patching of botocore). The
+    server is stopped and the variables restored at the end."""
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    pytest.importorskip("s3fs", reason="the S3 tests need camcli[s3]")
+    pytest.importorskip("moto.server", reason="the S3 tests need moto[server]")
+    port = _free_port()
+    server = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p",
+                               str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            break
+        except OSError:
+            if server.poll() is not None or time.monotonic() > deadline:
+                server.kill()
+                raise RuntimeError("moto's S3 server did not start") from None
+            time.sleep(0.1)
+    settings = {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}", "AWS_ACCESS_KEY_ID": "test",
+                "AWS_SECRET_ACCESS_KEY": "test", "AWS_DEFAULT_REGION": "us-east-1"}
+    saved = {key: os.environ.get(key) for key in settings}
+    os.environ.update(settings)
+    from camcli import storage
+
+    storage.configure({})  # forget stores made before the variables were set
+    try:
+        yield settings["AWS_ENDPOINT_URL"]
+    finally:
+        storage.configure({})
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        server.terminate()
+        try:
+            server.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            server.kill()
+
+
+@pytest.fixture
+def bucket(s3_server, request):
+    """A new, empty bucket for one test: its ``s3://`` URL."""
+    import re
+
+    import boto3
+
+    name = re.sub(r"[^a-z0-9-]", "-", request.node.name.lower())[:40].strip("-")
+    name = f"t{abs(hash(request.node.nodeid)) % 10**8:08d}-{name}"[:63].rstrip("-")
+    boto3.client("s3").create_bucket(Bucket=name)
+    return f"s3://{name}"

@@ -10,7 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 from camcli import options as options_module
-from camcli.cli import main
+from camcli.cli import Location, main
 from camcli.options import Given
 
 # -- the mechanism ------------------------------------------------------------------------
@@ -131,6 +131,8 @@ def value_for(param: click.Option, context: click.Context, tmp_path):
         default = param.get_default(context)
         choice = next(c for c in kind.choices if c != default)
         return choice, choice
+    if isinstance(kind, Location):  # a file or folder that exists (or a URL)
+        kind = kind._local
     if isinstance(kind, click.Path):
         if kind.file_okay:
             path = tmp_path / f"{param.name}.txt"

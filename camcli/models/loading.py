@@ -5,13 +5,17 @@ file, into one complete, frozen `LoadedModel`.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import os
+import shutil
 import sys
+import tempfile
 from dataclasses import dataclass
 from typing import Any
 
 from camcli import labels as labels_mod
+from camcli import storage
 from camcli.backend import apply_precision, tensorflow
 from camcli.errors import CamcliError, ModelError, UnknownModel, UsageProblem
 from camcli.models.metadata import read_metadata
@@ -95,7 +99,7 @@ def load(
     tensorflow()
     if name in BUILTIN:
         found = _builtin(BUILTIN[name], weights)
-    elif os.path.isfile(name):
+    elif storage.is_url(name) or os.path.isfile(name):
         if weights not in (None, "imagenet", "none"):
             raise UsageProblem("{weights} applies to built-in models; a model file has its "
                                "own", ("weights",))
@@ -121,7 +125,7 @@ def architecture(name: str, unsafe_model_code: bool = False) -> tuple[Any, str |
         spec = BUILTIN[name]
         with contextlib.redirect_stdout(sys.stderr):
             return spec.build(None), spec.target_layer
-    if os.path.isfile(name):
+    if storage.is_url(name) or os.path.isfile(name):
         found = _file(name, unsafe_model_code)
         return found.model, found.default_layer
     raise _not_found(name)
@@ -213,29 +217,52 @@ def _needs_hub(path: str) -> None:
 
 
 def _file(path: str, unsafe_model_code: bool = False) -> _Found:
+    """A model file; one in an object store (a URL) is read through its store into a local
+    temporary copy, which Keras loads whole, and keeps the URL as its name."""
+    if not storage.is_url(path):
+        return _local_file(path, unsafe_model_code)
+    store = storage.store_for(path)
+    if not store.isfile(path):
+        raise UnknownModel(f"model file not found: {path}")
+    with tempfile.TemporaryDirectory(prefix="camcli-model-") as folder:
+        local = os.path.join(folder, storage.basename(path))
+        try:
+            with store.open(path) as source, open(local, "wb") as target:
+                shutil.copyfileobj(source, target, 1 << 20)
+        except OSError as exc:
+            raise ModelError(f"cannot read model file {path}: {exc.strerror or exc}") from None
+        found = _local_file(local, unsafe_model_code, shown=path)
+    return dataclasses.replace(found, name=storage.absolute(path))
+
+
+def _local_file(path: str, unsafe_model_code: bool = False, shown: str | None = None
+                ) -> _Found:
+    """A local model file (``shown``: its name in messages, when a copy of another)."""
     import keras
+
+    said = shown or path
 
     _needs_hub(path)
     if unsafe_model_code:
         log.warning("loading %s with unsafe model code allowed: Python code stored in the "
-                    "file will run", path)
+                    "file will run", said)
     try:
         model = keras.saving.load_model(path, compile=False, safe_mode=not unsafe_model_code)
     except Exception as exc:
         text = str(exc).strip()
         if "safe_mode" in text:
             raise ModelError(
-                f"cannot load model file {path}: it holds Python code (a Lambda layer), which "
+                f"cannot load model file {said}: it holds Python code (a Lambda layer), which "
                 "camcli does not run by default; if you trust the file, pass "
                 "{unsafe_model_code}", ("unsafe_model_code",)
             ) from None
         first_line = text.splitlines()[0] if text else type(exc).__name__
-        raise ModelError(f"cannot load model file {path}: {first_line}") from None
+        raise ModelError(f"cannot load model file {said}: {first_line}") from None
     if not getattr(model, "inputs", None):
-        raise ModelError(f"model file {path} holds a model without a defined input shape")
+        raise ModelError(f"model file {said} holds a model without a defined input shape")
     shape = tuple(model.inputs[0].shape)
     if len(shape) != 4 or shape[-1] not in (3, None):
-        raise ModelError(f"model file {path}: expected an image input (batch, height, width, "
+        raise ModelError(f"model file {said}: expected an image input (batch, height, width, "
                          f"3), got {shape}")
     height, width = shape[1], shape[2]
     input_size = (height, width) if height and width else DEFAULT_INPUT_SIZE
