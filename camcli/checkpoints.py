@@ -12,6 +12,8 @@ Points:
 * ``recorded``: a job's records were appended to the manifest (`camcli.batch.Recorder`).
 * ``renaming``: a file's temporary copy is complete and about to be renamed into place
   (`camcli.atomic.write_atomic`, in a writer thread).
+* ``flushed``: a manifest part object was written whole to an object store
+  (`camcli.storage.PartsAppender`).
 """
 
 from __future__ import annotations

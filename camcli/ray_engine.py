@@ -27,6 +27,7 @@ import socket
 import warnings
 from collections.abc import Callable, Iterator
 
+from camcli import storage
 from camcli.backend import quiet_stderr
 from camcli.batch import Executor, Job, Recorder
 from camcli.errors import EngineError, UsageProblem
@@ -66,9 +67,13 @@ class RayExplainer:
     """
 
     def __init__(self, model: ModelRequest, explain: ExplainRequest, options: BatchOptions,
-                 verbose: bool = False):
+                 verbose: bool = False, storage_options: dict | None = None):
+        from camcli import storage
         from camcli.session import open_session
 
+        # URLs are read and written by the actors themselves, with the driver's fsspec
+        # options; credentials and endpoints come from each node's own settings.
+        storage.configure(storage_options or {})
         logging.getLogger("camcli").setLevel(logging.INFO if verbose else logging.WARNING)
         self.out_dir = options.out_dir
         self.executor = Executor(open_session(model, explain), options)
@@ -94,7 +99,7 @@ class RayEngine:
         self.ray = import_ray()
         self.model, self.explain, self.verbose = model, explain, verbose
         # Workers run elsewhere (another folder, another node): give them absolute paths.
-        self.options = dataclasses.replace(options, out_dir=os.path.abspath(options.out_dir))
+        self.options = dataclasses.replace(options, out_dir=storage.absolute(options.out_dir))
         self.ray_options = ray_options
         _check_reachable(ray_options.address)  # before the model loads
 
@@ -129,7 +134,8 @@ class RayEngine:
             dataset = ray.data.from_items(rows).map_batches(
                 RayExplainer,
                 fn_constructor_kwargs={"model": self.model, "explain": self.explain,
-                                       "options": self.options, "verbose": self.verbose},
+                                       "options": self.options, "verbose": self.verbose,
+                                       "storage_options": storage.current_options()},
                 batch_size=self.options.batch_size * CALL_BATCHES, batch_format="numpy",
                 compute=ray.data.ActorPoolStrategy(min_size=pool["actors"][0],
                                                    max_size=pool["actors"][1]),

@@ -35,6 +35,7 @@ from collections.abc import Iterator
 from typing import IO
 
 from camcli import atomic
+from camcli.checkpoints import reached
 from camcli.errors import UsageProblem
 
 #: URL schemes whose fsspec back end is an extra of camcli's: scheme -> (module, extra).
@@ -51,6 +52,11 @@ def configure(options: dict[str, str]) -> None:
     _OPTIONS.clear()
     _OPTIONS.update(options)
     _STORES.clear()
+
+
+def current_options() -> dict[str, str]:
+    """The ``--storage-option`` pairs in force (for workers elsewhere: Ray's actors)."""
+    return dict(_OPTIONS)
 
 
 # -- locations ---------------------------------------------------------------------------
@@ -274,6 +280,8 @@ class PartsAppender:
 
     def __init__(self, store: FsspecStore, path: str):
         self.store, self.path = store, path
+        # CAMCLI_PART_RECORDS: records per part (fewer: less lost to a kill, more requests)
+        self.every = int(os.environ.get("CAMCLI_PART_RECORDS", self.FLUSH_RECORDS))
         stem = path[:-len(".jsonl")] if path.endswith(".jsonl") else path
         # Runs sort by their start: nanoseconds since the epoch, then the process.
         self._prefix = f"{stem}/part-{time.time_ns():020d}-{os.getpid()}-"
@@ -286,7 +294,7 @@ class PartsAppender:
 
     def append(self, data: bytes) -> None:
         self._buffer.append(data)
-        if len(self._buffer) >= self.FLUSH_RECORDS or \
+        if len(self._buffer) >= self.every or \
                 time.monotonic() - self._since >= self.FLUSH_SECONDS:
             self.flush()
 
@@ -301,6 +309,7 @@ class PartsAppender:
                                     b"".join(self._buffer))
             self._buffer.clear()
             self._count += 1
+            reached("flushed")
         self._since = time.monotonic()
 
     def close(self) -> None:

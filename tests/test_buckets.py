@@ -150,3 +150,129 @@ def test_locations_of_both_kinds():
     assert storage.scheme("file:///tmp/x") is None and storage.scheme("C:/x") is None
     assert storage.inside("s3://b/out/x", "s3://b/out") and \
         not storage.inside("s3://b/outer/x", "s3://b/out")
+
+
+@pytest.mark.parametrize("point, count, flushed", [
+    ("flushed", 2, 6),    # killed right after its 2nd part (3 records each) was written
+    ("recorded", 8, 6),   # after its 8th record: 2 parts written, 2 records not flushed
+])
+def test_sigkill_then_rerun_records_every_input_exactly_once(tmp_path, bucket, model_args,
+                                                             point, count, flushed):
+    """Parts are whole objects: a killed run loses only its unflushed records (their
+    inputs are redone); nothing is recorded twice, nothing torn."""
+    import os
+    import signal
+    import subprocess
+
+    from conftest import Paused
+
+    photos = tmp_path / "photos"
+    for i in range(14):
+        write_image(photos / f"d{i % 3}" / f"{i:03d}.png", size=(40 + i % 5, 30))
+    put_tree(photos, f"{bucket}/tree")
+    command = [sys.executable, "-m", "camcli", "batch", f"{bucket}/tree", "--out",
+               f"{bucket}/out", "--batch-size", "2", "-q", *model_args]
+    env = dict(os.environ, CAMCLI_PART_RECORDS="3")
+    run_ = Paused(command, point, count, tmp_path / "pause", env=env,
+                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    run_.wait()
+    run_.process.send_signal(signal.SIGKILL)
+    run_.process.wait()
+    lines = _manifest_lines(f"{bucket}/out")
+    assert len(lines) == flushed  # what was flushed survives, nothing else
+    assert len({line["input"] for line in lines}) == flushed
+
+    again = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert f"14 inputs: {14 - flushed} written, {flushed} already done" in again.stderr
+    lines = _manifest_lines(f"{bucket}/out")
+    inputs = [line["input"] for line in lines]
+    assert len(inputs) == len(set(inputs)) == 14  # every input exactly once
+    assert all(line["error"] is None for line in lines)
+
+
+def test_report_score_model_and_labels_from_a_bucket(tree, tmp_path, bucket, model_args,
+                                                     model_files):
+    import fsspec
+
+    fs = fsspec.filesystem("s3")
+    put_tree(tree, f"{bucket}/tree")
+    fs.put_file(model_files["gap"], f"{bucket[5:]}/models/gap.keras")
+    fs.put_file(model_files["labels"], f"{bucket[5:]}/models/labels.txt")
+    args = ["--model", f"{bucket}/models/gap.keras", "--labels",
+            f"{bucket}/models/labels.txt", "--preprocess", "scale01", "--device", "cpu"]
+    result = run(["batch", f"{bucket}/tree/red.jpg", f"{bucket}/tree/sub/green.png", "--out",
+                  f"{bucket}/run", "--save-maps", *args])
+    assert result.exit_code == 0, result.output
+    lines = _manifest_lines(f"{bucket}/run")
+    assert {line["model"] for line in lines} == {f"{bucket}/models/gap.keras"}
+    local = run(["batch", str(tree / "red.jpg"), str(tree / "sub" / "green.png"), "--out",
+                 str(tmp_path / "local"), "--save-maps", *model_args])
+    assert local.exit_code == 0
+    local_lines = [json.loads(x) for x in (tmp_path / "local" / "manifest.jsonl").read_text()
+                   .splitlines()]
+    assert [(x["label"], x["score"], x["top"]) for x in lines] == \
+        [(x["label"], x["score"], x["top"]) for x in local_lines]  # the same model
+
+    report = run(["report", f"{bucket}/run"])
+    assert report.exit_code == 0, report.output
+    page = fs.cat(f"{bucket[5:]}/run/index.html").decode()
+    assert '".thumbnails/red.overlay.jpg"' in page  # relative links: works synced down
+    assert "src=\"s3://" not in page and "href=\"s3://" not in page
+    assert fs.isfile(f"{bucket[5:]}/run/.thumbnails/red.overlay.jpg")
+
+    fs.pipe(f"{bucket[5:]}/truth.csv",
+            b"input,class,x0,y0,x1,y1\nred.jpg,red thing,0,0,64,48\n"
+            b"green.png,green thing,0,0,50,70\n")
+    scored = run(["score", f"{bucket}/run", "--truth", f"{bucket}/truth.csv", "--labels",
+                  f"{bucket}/models/labels.txt", "--format", "json"])
+    assert scored.exit_code == 0, scored.output
+    overall = json.loads(scored.stdout)["overall"]
+    # the maps of the true classes (where the top class was right) read from the bucket
+    assert overall["pairs"] == 2 and overall["mapped"] == overall["pointed"] >= 1
+
+
+def test_an_output_bucket_that_does_not_exist_is_one_line(tree, bucket, model_args):
+    result = run(["batch", str(tree / "red.jpg"), "--out", "s3://no-such-bucket-here/out",
+                  *model_args])
+    assert result.exit_code == 2
+    assert result.stderr.strip().splitlines()[-1] == (
+        "Error: s3://no-such-bucket-here/out: the bucket (or container) does not exist")
+
+
+def test_store_refusals_are_named_without_secrets():
+    from camcli.storage import _unreachable
+
+    class NoCredentialsError(Exception):
+        pass
+
+    assert str(_unreachable("s3://b/x", PermissionError("Access Denied"))) == (
+        "s3://b/x: access denied: check the credentials and the bucket's policy")
+    assert str(_unreachable("s3://b/x", NoCredentialsError("Unable to locate"))).startswith(
+        "s3://b/x: no credentials found")
+    storage.configure({"key": "AKIA-SECRET", "secret": "hush"})
+    try:
+        assert "SECRET" not in repr(storage.FsspecStore("s3"))
+    finally:
+        storage.configure({})
+
+
+def test_ray_reads_and_writes_the_bucket_itself(tree, tmp_path, bucket, model_args):
+    """--engine ray with s3:// in and out, and no shared filesystem: the actors read and
+    write the store; the records equal the local engine's."""
+    import os
+    import subprocess
+
+    pytest.importorskip("ray")
+    from conftest import REPO
+
+    put_tree(tree, f"{bucket}/tree")
+    local = run(["batch", f"{bucket}/tree", "--out", f"{bucket}/local", *model_args])
+    assert local.exit_code == 1, local.output  # sub/broken.jpg
+    env = dict(os.environ, RAY_ADDRESS="local")  # its own Ray: workers get the AWS_* settings
+    done = subprocess.run([sys.executable, "-m", "camcli", "batch", f"{bucket}/tree", "--out",
+                           f"{bucket}/ray", "--engine", "ray", "-q", *model_args], cwd=REPO,
+                          env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 1, done.stderr[-3000:]
+    assert records_of(f"{bucket}/ray") == records_of(f"{bucket}/local")
+    assert len(records_of(f"{bucket}/ray")) == 4
