@@ -41,7 +41,7 @@ chromium:
 	  echo "make: chromium not installed: the report's browser test will be skipped"
 
 bench: install  ## speed: batch vs. ceiling and naive loop; methods; precisions; engines
-	$(BIN)/python -m pip install --quiet -e '.[ray]'
+	$(BIN)/python -m pip install --quiet -e '.[ray,s3]' 'moto[server]>=5.0' 'boto3>=1.34'
 	$(BIN)/python bench/batch.py
 	$(BIN)/python bench/methods.py
 	$(BIN)/python bench/precision.py
@@ -51,6 +51,7 @@ bench: install  ## speed: batch vs. ceiling and naive loop; methods; precisions;
 	$(BIN)/python bench/train.py
 	$(BIN)/python bench/transformers.py
 	$(BIN)/python bench/road.py
+	$(BIN)/python bench/storage.py
 
 bench-memory: install  ## peak RSS of batch on 2,000 and 20,000 generated images
 	$(BIN)/python bench/batch.py --memory 2000,20000

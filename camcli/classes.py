@@ -289,10 +289,13 @@ def with_classes(walk: Callable[[], Iterable[InputItem]], assigner: ClassAssigne
                  ) -> tuple[int, Iterator[InputItem]]:
     """How many inputs ``walk()`` gives, and the inputs with their classes.
 
-    With an ``assigner`` every input's class is checked on the counting walk, before any
-    work (`ClassAssigner.check` refuses the run), and the second walk assigns them; without
-    one the inputs come as they are. ``walk`` is called twice.
+    ``walk`` is called once: its listing is kept (a few hundred bytes an input, as the
+    run's set of seen inputs already is), so a tree on a shared filesystem or in a bucket
+    is listed once, and the progress bar's total comes from that listing. With an
+    ``assigner`` every input's class is checked before any work (`ClassAssigner.check`
+    refuses the run), then assigned; without one the inputs come as they are.
     """
+    listed = list(walk())
     if assigner is None:
-        return sum(1 for _ in walk()), iter(walk())
-    return assigner.check(walk()), assigner.assign(walk())
+        return len(listed), iter(listed)
+    return assigner.check(listed), assigner.assign(listed)
