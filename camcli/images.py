@@ -7,6 +7,7 @@ files give their first frame. Anything unreadable raises `ImageError` naming the
 
 from __future__ import annotations
 
+import io
 import re
 import warnings
 
@@ -29,20 +30,16 @@ _BACKGROUND = (255, 255, 255)  # transparent pixels are shown on white, as a vie
 def load_rgb(path: str) -> np.ndarray:
     """Decode an image file into an upright ``(height, width, 3)`` uint8 RGB array.
 
+    The file is read whole through its store first, so a store's failure (a bucket's
+    lasting 5xx after the retries, a reset connection) is told apart from bad image data.
+
     Raises:
-        ImageError: the file is missing, not a regular file, empty, not an image,
-            truncated or too large.
+        ImageError: the file is missing, not a regular file, unreadable, empty, not an
+            image, truncated or too large.
     """
     try:
-        with store_for(path).open(path, "rb") as f, warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(f) as image:
-                _check_size(path, image)
-                image.load()
-                image = ImageOps.exif_transpose(image)
-                return _to_rgb(image)
-    except ImageError:
-        raise
+        with store_for(path).open(path, "rb") as f:
+            data = f.read()
     except NotARegularFile:  # a FIFO would block a read for ever
         raise ImageError(path, "not a regular file") from None
     except FileNotFoundError:
@@ -51,9 +48,21 @@ def load_rgb(path: str) -> np.ndarray:
         raise ImageError(path, "is a directory") from None
     except PermissionError:
         raise ImageError(path, "permission denied") from None
+    except OSError as exc:
+        raise ImageError(path, f"cannot read it ({exc.strerror or exc})") from None
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as image:
+                _check_size(path, image)
+                image.load()
+                image = ImageOps.exif_transpose(image)
+                return _to_rgb(image)
+    except ImageError:
+        raise
     except UnidentifiedImageError:
-        reason = "empty file" if _is_empty(path) else "not a recognised image format"
-        raise ImageError(path, reason) from None
+        raise ImageError(path, "empty file" if not data else "not a recognised image format") \
+            from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         found = re.search(r"\((\d+) pixels\)", str(exc))
         size = f"{int(found.group(1)):,} pixels" if found else "too many pixels"
@@ -65,14 +74,6 @@ def load_rgb(path: str) -> np.ndarray:
         # Pillow reports truncated or corrupt data as OSError ("image file is truncated",
         # "broken data stream") and malformed headers as SyntaxError or ValueError.
         raise ImageError(path, f"corrupt image data ({exc})") from None
-
-
-def _is_empty(path: str) -> bool:
-    try:
-        with store_for(path).open(path, "rb") as f:
-            return not f.read(1)
-    except OSError:
-        return False
 
 
 def _check_size(path: str, image: Image.Image) -> None:

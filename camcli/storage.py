@@ -80,40 +80,51 @@ def _local(location: str) -> str:
 
 
 def absolute(location: str) -> str:
-    """``location`` made absolute: a local path as ``os.path.abspath``; a URL with its
-    path normalised (no ``.``, ``..`` or doubled or trailing ``/``)."""
+    """``location`` made absolute: a local path as ``os.path.abspath``; a URL as it is,
+    without a trailing ``/`` (an object's key is literal: ``a/../b`` and ``a//b`` are keys
+    of their own, not paths to normalise)."""
     kind = scheme(location)
     if kind is None:
         return os.path.abspath(_local(location))
-    rest = location.split("://", 1)[1]
-    normal = posixpath.normpath("/" + rest).lstrip("/")
-    return f"{kind}://{normal}"
+    rest = location.split("://", 1)[1].rstrip("/")
+    return f"{kind}://{rest}"
 
 
 def join(base: str, *parts: str) -> str:
-    """``base`` and ``parts`` joined with the location's own separator."""
+    """``base`` and ``parts`` joined with the location's own separator (for a URL, always
+    below ``base``, whatever the parts hold)."""
     if is_url(base):
-        return posixpath.join(base, *parts)
+        return "/".join([base.rstrip("/"), *parts])  # parts literal: a key's own segments
     return os.path.join(base, *parts)
 
 
 def dirname(location: str) -> str:
     if is_url(location):
         kind, rest = location.split("://", 1)
-        return f"{kind}://{posixpath.dirname(rest.rstrip('/'))}"
+        return f"{kind}://{rest.rstrip('/').rsplit('/', 1)[0] if '/' in rest else rest}"
     return os.path.dirname(location)
 
 
 def basename(location: str) -> str:
-    return posixpath.basename(location.rstrip("/")) if is_url(location) else \
+    return location.rstrip("/").rsplit("/", 1)[-1] if is_url(location) else \
         os.path.basename(location)
 
 
+#: Key segments that a path would read as something else, and how a relative name spells
+#: them (so an output's key stays under ``--out``).
+_LITERAL = {"": "%2F", ".": "%2E", "..": "%2E%2E"}
+
+
 def relative(location: str, start: str) -> str:
-    """``location`` relative to the folder ``start``, '/'-separated."""
+    """``location`` relative to the folder ``start``, '/'-separated. Under a URL, the key's
+    own segments, with an empty, ``.`` or ``..`` segment spelled ``%2F``, ``%2E``,
+    ``%2E%2E``: a name that cannot climb out of a folder it is joined to."""
     if is_url(location) or is_url(start):
-        return posixpath.relpath(absolute(location).split("://", 1)[1],
-                                 absolute(start).split("://", 1)[1])
+        location, start = absolute(location), absolute(start)
+        if location.startswith(start + "/"):
+            segments = location[len(start) + 1:].split("/")
+            return "/".join(_LITERAL.get(segment, segment) for segment in segments)
+        return posixpath.relpath(location.split("://", 1)[1], start.split("://", 1)[1])
     return os.path.relpath(absolute(location), absolute(start)).replace(os.sep, "/")
 
 
@@ -324,7 +335,10 @@ class FsspecStore:
         import fsspec
 
         self.protocol = protocol
-        self.fs = fsspec.filesystem(protocol, **{k: _value(v) for k, v in _OPTIONS.items()})
+        # camcli keeps its own store per scheme (`store_for`); a new one, after `configure`,
+        # must not get fsspec's cached instance with the old settings.
+        self.fs = fsspec.filesystem(protocol, skip_instance_cache=True,
+                                    **{k: _value(v) for k, v in _OPTIONS.items()})
 
     def __repr__(self) -> str:  # never the options: they may hold secrets
         return f"FsspecStore({self.protocol!r})"
@@ -367,6 +381,10 @@ class FsspecStore:
         top = absolute(top)
         tree: dict[str, tuple[set, list]] = {top: (set(), [])}
         for url in self.find(top):
+            rest = url[len(top) + 1:]
+            if "" in rest.split("/"):  # a key with an empty segment: a file of top, whole
+                tree[top][1].append(rest)
+                continue
             folder, name = url.rsplit("/", 1)
             tree.setdefault(folder, (set(), []))[1].append(name)
             while folder != top and folder.startswith(top + "/"):

@@ -129,6 +129,20 @@ def test_each_scheme_gets_its_fsspec_back_end(monkeypatch):
     import s3fs
 
     assert isinstance(storage.store_for("s3://b/x").fs, s3fs.S3FileSystem)
+    from fsspec.registry import known_implementations
+
+    for scheme_, implementation in (("gs", "gcsfs.GCSFileSystem"),
+                                    ("az", "adlfs.AzureBlobFileSystem")):
+        assert storage.EXTRAS[scheme_][0] == implementation.split(".")[0]
+        assert known_implementations[scheme_]["class"] == implementation
+        try:  # installed here (camcli[gcs], camcli[azure]): the store is that class
+            module = __import__(implementation.split(".")[0])
+        except ImportError:
+            continue
+        import fsspec  # the class (an instance would look for Google's credentials)
+
+        assert issubclass(fsspec.get_filesystem_class(scheme_),
+                          getattr(module, implementation.split(".")[1]))
     assert storage.store_for("/tmp/x") is storage.store_for("file:///tmp/x")
     for url, module, extra in (("gs://b/x", "gcsfs", "gcs"), ("az://c/x", "adlfs", "azure"),
                                ("s3://b/x", "s3fs", "s3")):
@@ -143,7 +157,11 @@ def test_each_scheme_gets_its_fsspec_back_end(monkeypatch):
 
 
 def test_locations_of_both_kinds():
-    assert storage.absolute("s3://b/a/../x//y/") == "s3://b/x/y"
+    assert storage.absolute("s3://b/a/../x//y/") == "s3://b/a/../x//y"  # keys are literal
+    assert storage.relative("s3://b/tree/../up.png", "s3://b/tree") == "%2E%2E/up.png"
+    assert storage.relative("s3://b/tree//x/./y.png", "s3://b/tree/") == "%2F/x/%2E/y.png"
+    assert storage.join("s3://b/out/", "x", "y.jpg") == "s3://b/out/x/y.jpg"
+    assert storage.join("s3://b/tree", "/lead.png") == "s3://b/tree//lead.png"  # literal
     assert storage.join("s3://b/out", "a", "x.jpg") == "s3://b/out/a/x.jpg"
     assert storage.dirname("s3://b/out/x.jpg") == "s3://b/out"
     assert storage.relative("s3://b/tree/a/x.jpg", "s3://b/tree") == "a/x.jpg"
@@ -276,3 +294,114 @@ def test_ray_reads_and_writes_the_bucket_itself(tree, tmp_path, bucket, model_ar
     assert done.returncode == 1, done.stderr[-3000:]
     assert records_of(f"{bucket}/ray") == records_of(f"{bucket}/local")
     assert len(records_of(f"{bucket}/ray")) == 4
+
+
+def test_odd_object_names_stay_under_the_output_prefix(tmp_path, bucket, model_args):
+    """Keys with spaces, non-ASCII, '..', '.' or an empty segment are objects like any
+    other: read as they are, and their pictures written under --out."""
+    import fsspec
+
+    fs = fsspec.filesystem("s3")
+    image = write_image(tmp_path / "x.png", size=(40, 30)).read_bytes()
+    keys = ["a b.png", "ünï.png", "../up.png", "./dot.png", "/lead.png"]
+    for key in keys:
+        fs.pipe(f"{bucket[5:]}/tree/{key}", image)
+    result = run(["batch", f"{bucket}/tree", "--out", f"{bucket}/out", *model_args])
+    assert result.exit_code == 0, result.output
+    written = sorted(n.split("/out/", 1)[1] for n in objects(f"{bucket}/out")
+                     if "/manifest/" not in n)
+    assert written == sorted(["a b.jpg", "ünï.jpg", "%2E%2E/up.jpg", "%2E/dot.jpg",
+                              "%2F/lead.jpg"])
+    assert all(n.startswith(f"{bucket[5:]}/out/") for n in objects(f"{bucket}/out"))
+    lines = _manifest_lines(f"{bucket}/out")
+    assert sorted(line["input"] for line in lines) == sorted(f"{bucket}/tree/{k}" for k in keys)
+    again = run(["batch", f"{bucket}/tree", "--out", f"{bucket}/out", *model_args])
+    assert "5 inputs: 0 written, 5 already done, 0 failed" in again.stderr
+
+
+class FaultyProxy:
+    """A small HTTP proxy in front of moto that answers 503 (SlowDown) to GETs of keys
+    containing ``flaky`` the first ``flaky_times`` times, and always to keys containing
+    ``doomed``: transient and lasting server errors, over real HTTP."""
+
+    def __init__(self, upstream: str, flaky_times: int = 2):
+        import http.client
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+        from urllib.parse import urlsplit
+
+        target = urlsplit(upstream)
+        self.counts: dict[str, int] = {}
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def _forward(self):
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                if self.command == "GET" and ("doomed" in self.path or (
+                        "flaky" in self.path
+                        and proxy.counts.setdefault(self.path, 0) < flaky_times)):
+                    proxy.counts[self.path] = proxy.counts.get(self.path, 0) + 1
+                    message = (b"<?xml version='1.0' encoding='UTF-8'?><Error><Code>SlowDown"
+                               b"</Code><Message>Please reduce your request rate.</Message>"
+                               b"</Error>")
+                    self.send_response(503)
+                    self.send_header("Content-Length", str(len(message)))
+                    self.end_headers()
+                    self.wfile.write(message)
+                    return
+                connection = http.client.HTTPConnection(target.hostname, target.port)
+                connection.request(self.command, self.path, body=body,
+                                   headers=dict(self.headers))
+                answer = connection.getresponse()
+                data = answer.read()
+                self.send_response(answer.status)
+                for key, value in answer.getheaders():
+                    if key.lower() not in ("content-length", "transfer-encoding", "connection"):
+                        self.send_header(key, value)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+                connection.close()
+
+            do_GET = do_PUT = do_POST = do_HEAD = do_DELETE = _forward
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_transient_errors_are_retried_and_a_lasting_one_fails_one_input(
+        tmp_path, bucket, model_args, s3_server, monkeypatch):
+    import fsspec
+
+    fs = fsspec.filesystem("s3")
+    image = write_image(tmp_path / "x.png", size=(40, 30)).read_bytes()
+    for key in ("fine.png", "flaky.png", "doomed.png"):
+        fs.pipe(f"{bucket[5:]}/tree/{key}", image)
+    proxy = FaultyProxy(s3_server)
+    try:
+        monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.url)
+        monkeypatch.setenv("AWS_MAX_ATTEMPTS", "2")  # botocore's own retries, then s3fs's
+        storage.configure({})
+        result = run(["batch", f"{bucket}/tree", "--out", str(tmp_path / "out"),
+                      *model_args])
+    finally:
+        monkeypatch.undo()
+        storage.configure({})
+        proxy.close()
+    assert result.exit_code == 1, result.output  # the lasting one
+    lines = {json.loads(x)["input"].rsplit("/", 1)[1]: json.loads(x) for x in
+             (tmp_path / "out" / "manifest.jsonl").read_text().splitlines()}
+    assert lines["fine.png"]["error"] is None and lines["flaky.png"]["error"] is None
+    assert lines["doomed.png"]["output"] is None
+    assert lines["doomed.png"]["error"] == "cannot read it (Please reduce your request rate.)"
+    flaky = [count for path, count in proxy.counts.items() if "flaky" in path]
+    assert flaky and max(flaky) == 2  # retried past two 503s
