@@ -405,3 +405,40 @@ def test_transient_errors_are_retried_and_a_lasting_one_fails_one_input(
     assert lines["doomed.png"]["error"] == "cannot read it (Please reduce your request rate.)"
     flaky = [count for path, count in proxy.counts.items() if "flaky" in path]
     assert flaky and max(flaky) == 2  # retried past two 503s
+
+
+def test_the_other_commands_take_urls(tree, tmp_path, bucket, model_args):
+    import fsspec
+
+    fs = fsspec.filesystem("s3")
+    put_tree(tree, f"{bucket}/tree")
+    predicted = run(["predict", f"{bucket}/tree/red.jpg", "--format", "json", *model_args])
+    assert predicted.exit_code == 0, predicted.output
+    assert json.loads(predicted.stdout)[0]["input"] == f"{bucket}/tree/red.jpg"
+    explained = run(["explain", "--method", "layercam", f"{bucket}/tree/red.jpg", "--out",
+                     f"{bucket}/single", *model_args])
+    assert explained.exit_code == 0, explained.output
+    assert fs.isfile(f"{bucket[5:]}/single/red_layercam.jpg")
+    fs.pipe(f"{bucket[5:]}/classes.csv", b"input,class\nred.jpg,green thing\n")
+    asked = run(["batch", f"{bucket}/tree/red.jpg", "--out", str(tmp_path / "c"),
+                 "--class-from", f"{bucket}/classes.csv", *model_args])
+    assert asked.exit_code == 0, asked.output
+    record = json.loads((tmp_path / "c" / "manifest.jsonl").read_text().splitlines()[0])
+    assert (record["label"], record["class_source"]) == ("green thing", "file")
+    refused = run(["train", f"{bucket}/tree", "-o", str(tmp_path / "m.keras")])
+    assert refused.exit_code == 2  # listed through the store: one class folder ("sub")
+    assert refused.stderr.strip().splitlines()[-1] == (
+        f"Error: {bucket}/tree has 1 class folder(s) with images: training needs at least "
+        "two (one sub-folder per class)")
+
+
+def test_storage_options_are_key_value_pairs():
+    try:
+        assert run(["methods", "--storage-option", "anon=false", "--storage-option",
+                    "requester_pays=true"]).exit_code == 0
+        assert storage.current_options() == {"anon": "false", "requester_pays": "true"}
+        bad = run(["methods", "--storage-option", "anon"])
+        assert bad.exit_code == 2
+        assert "Invalid value for '--storage-option': 'anon' is not KEY=VALUE" in bad.stderr
+    finally:
+        storage.configure({})
