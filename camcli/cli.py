@@ -603,6 +603,45 @@ def layers(model, fmt, unsafe_model_code):
         click.echo(f"{f.address:<{width}}  {shape}{'  (default)' if f.default else ''}")
 
 
+@main.command(short_help="Find the strategies a model uses in a run's saved maps (SpRAy).")
+@click.argument("out_dir", type=Location(folder=True))
+@click.option("--class", "classes", multiple=True, metavar="NAME",
+              help="Audit this explained class (repeatable). [default: every class]")
+@click.option("--clusters", default="auto", show_default=True, metavar="auto|K",
+              help="How many clusters per class: the eigengap's choice, or K.")
+@click.option("--max-clusters", default=8, show_default=True, type=click.IntRange(2, 50),
+              help="Eigenvalues looked at for the eigengap.")
+@click.option("--grid", default=16, show_default=True, type=click.IntRange(2, 256),
+              help="Maps are resized to GRID x GRID before they are compared.")
+@click.option("--min-images", default=10, show_default=True, type=click.IntRange(2),
+              help="Classes with fewer saved maps are skipped.")
+@click.option("--truth", default=None, type=Location(),
+              help="camcli score's truth table: each cluster's share of map mass inside "
+                   "the objects' boxes; mostly outside is flagged.")
+@click.option("--format", "fmt", default="table", show_default=True,
+              type=click.Choice(["table", "json"]))
+@verbosity_options
+@translate_errors
+def audit(out_dir, classes, clusters, max_clusters, grid, min_images, truth, fmt):
+    """Cluster each class's saved maps (batch --save-maps) by spectral relevance analysis
+    (Lapuschkin et al. 2019): groups of images whose maps agree with each other and differ
+    from the rest are the strategies the model uses; a group looking outside the objects
+    (or always at one corner) is a shortcut. Writes OUT_DIR/audit.json."""
+    from camcli import audit as auditing
+    from camcli import storage
+
+    if clusters != "auto" and not (clusters.isdigit() and int(clusters) >= 1):
+        raise UsageFailure(f"--clusters: give 'auto' or a number of clusters, not {clusters!r}")
+    results = auditing.audit(out_dir, list(classes) or None,
+                             None if clusters == "auto" else int(clusters), grid,
+                             max_clusters, min_images, truth)
+    document = {"classes": [r.to_json() for r in results]}
+    text = json.dumps(document, indent=2, ensure_ascii=False)
+    storage.store_for(out_dir).write_atomic(storage.join(out_dir, "audit.json"),
+                                            text.encode("utf-8"))
+    click.echo(text if fmt == "json" else auditing.table(results))
+
+
 @main.command()
 @click.argument("out_dir", type=Location(folder=True))
 @verbosity_options

@@ -1,0 +1,320 @@
+"""``camcli audit``: spectral relevance analysis (SpRAy; Lapuschkin et al., "Unmasking
+Clever Hans predictors and assessing what machines really learn", Nature Communications
+2019) of a finished run's saved maps: per explained class, the groups of images whose maps
+agree with each other and differ from the rest — the strategies a model uses.
+
+Per class:
+
+1. **Preprocess** each saved map (``batch --save-maps``): resized (area) to a common
+   ``grid`` x ``grid``, then made to sum to 1. All-zero maps are set apart as a cluster of
+   their own (``blank``).
+2. **Affinity**: a sparse k-nearest-neighbour graph of the maps (scikit-learn's
+   ``NearestNeighbors``, Euclidean), symmetrised, with Gaussian weights whose width is the
+   median neighbour distance.
+3. **Spectrum**: the smallest eigenvalues of the graph's symmetric normalised Laplacian
+   (SciPy's sparse ``eigsh``, or a dense solve for small classes).
+4. **How many**: the largest gap among the first ``max_clusters`` eigenvalues (the
+   eigengap; near-ties go to fewer clusters, `eigengap`), or ``clusters`` when given.
+5. **Clusters**: k-means (scikit-learn) on the rows of the spectral embedding, normalised.
+6. **Description**: size, members, mean map, prototypes (the members nearest the cluster's
+   centre in the embedding), the mean map's peak and its mass per image quadrant, and with
+   a truth table of boxes the share of the maps' mass inside the objects' boxes; a cluster
+   whose mass lies mostly outside the boxes is flagged.
+
+Memory and time grow linearly with the number of maps: the maps are read one at a time
+and kept at ``grid`` x ``grid``; the graph has ``k`` edges a map; no dense n x n matrix is
+made above `DENSE_LIMIT` maps.
+"""
+
+from __future__ import annotations
+
+import io
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from camcli import storage
+from camcli.errors import UsageProblem
+from camcli.manifest import latest, parts
+from camcli.storage import store_for
+
+#: The common grid maps are resized to (``--grid``).
+DEFAULT_GRID = 16
+#: Eigenvalues looked at for the gap (``--max-clusters``).
+DEFAULT_MAX_CLUSTERS = 8
+#: Classes with fewer maps are skipped (``--min-images``).
+DEFAULT_MIN_IMAGES = 10
+#: Neighbours per map in the affinity graph.
+NEIGHBOURS = 10
+#: Below this many maps the Laplacian's eigenvalues are found densely.
+DENSE_LIMIT = 2000
+#: Prototypes shown per cluster.
+PROTOTYPES = 4
+#: A cluster is flagged when less than this share of its maps' mass is inside the boxes.
+OUTSIDE_FLAG = 0.5
+
+
+@dataclass
+class Cluster:
+    """One strategy: a group of maps that agree."""
+
+    id: int
+    size: int
+    members: list[str]
+    prototypes: list[str]
+    mean_map: np.ndarray
+    peak: list[float]  # [x, y] as fractions of the width and height
+    quadrants: dict[str, float]  # mass of the mean map per quadrant
+    mass_in_boxes: float | None = None
+    blank: bool = False
+    flagged: bool = False
+
+    def to_json(self) -> dict:
+        return {"id": self.id, "size": self.size, "members": self.members,
+                "prototypes": self.prototypes, "peak": [round(v, 4) for v in self.peak],
+                "quadrants": {k: round(v, 4) for k, v in self.quadrants.items()},
+                "mass_in_boxes": None if self.mass_in_boxes is None
+                else round(self.mass_in_boxes, 4),
+                "blank": self.blank, "flagged": self.flagged}
+
+
+@dataclass
+class ClassAudit:
+    """The audit of one class."""
+
+    label: str
+    images: int
+    eigenvalues: list[float] = field(default_factory=list)
+    clusters: list[Cluster] = field(default_factory=list)
+    skipped: str | None = None  # why the class was not audited
+
+    def to_json(self) -> dict:
+        return {"class": self.label, "images": self.images,
+                "eigenvalues": [round(float(v), 6) for v in self.eigenvalues],
+                "clusters": [c.to_json() for c in self.clusters], "skipped": self.skipped}
+
+
+def prepared(heatmap: np.ndarray, grid: int) -> np.ndarray:
+    """A map resized (area) to ``grid`` x ``grid``, negatives dropped, summing to 1 (all
+    zeros stays all zeros)."""
+    import cv2
+
+    small = cv2.resize(np.maximum(heatmap.astype(np.float32), 0), (grid, grid),
+                       interpolation=cv2.INTER_AREA)
+    total = float(small.sum())
+    return small / total if total > 0 else small
+
+
+def spectrum(maps: np.ndarray, count: int, neighbours: int = NEIGHBOURS
+             ) -> tuple[np.ndarray, np.ndarray]:
+    """The ``count`` smallest eigenvalues of the maps' kNN graph's symmetric normalised
+    Laplacian, ascending, and their eigenvectors ``(n, count)``."""
+    from scipy import sparse
+    from scipy.sparse.linalg import eigsh
+    from sklearn.neighbors import NearestNeighbors
+
+    n = len(maps)
+    k = min(neighbours, n - 1)
+    distances, indices = NearestNeighbors(n_neighbors=k + 1).fit(maps).kneighbors(maps)
+    distances, indices = distances[:, 1:], indices[:, 1:]  # each map is its own nearest
+    width = float(np.median(distances)) or 1.0
+    weights = np.exp(-(distances / width) ** 2)
+    graph = sparse.csr_matrix((weights.ravel(), (np.repeat(np.arange(n), k),
+                                                 indices.ravel())), shape=(n, n))
+    graph = graph.maximum(graph.T)  # symmetric: an edge if either is the other's neighbour
+    degree = np.asarray(graph.sum(axis=1)).ravel()
+    scale = sparse.diags(1.0 / np.sqrt(np.maximum(degree, 1e-12)))
+    laplacian = sparse.identity(n) - scale @ graph @ scale
+    count = min(count, n - 1) if n > 1 else 1
+    if n <= DENSE_LIMIT:
+        values, vectors = np.linalg.eigh(laplacian.toarray())
+        return values[:count], vectors[:, :count]
+    values, vectors = eigsh(laplacian.tocsc(), k=count, sigma=-1e-3, which="LM")
+    order = np.argsort(values)
+    return values[order], vectors[:, order]
+
+
+#: Gaps within this share of the largest count as ties, won by the fewer clusters.
+GAP_TIE = 0.9
+
+
+def eigengap(values: np.ndarray) -> int:
+    """How many clusters the spectrum says: k where the gap between eigenvalues k and k+1
+    is largest (at least 1). Noise inside the groups makes gaps further up the spectrum
+    about as wide as the true one; a gap within `GAP_TIE` of the largest is a tie, and the
+    smaller k wins."""
+    if len(values) < 2:
+        return 1
+    gaps = np.diff(values)
+    return int(np.flatnonzero(gaps >= GAP_TIE * gaps.max())[0]) + 1
+
+
+def clusters_of(maps: np.ndarray, count: int | None, max_clusters: int,
+                seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(labels, eigenvalues, embedding)`` of the maps: ``count`` clusters, or as many as
+    the eigengap says."""
+    from sklearn.cluster import KMeans
+
+    values, vectors = spectrum(maps, max(max_clusters, count or 0) + 1)
+    chosen = count or eigengap(values[:max_clusters + 1])
+    chosen = max(1, min(chosen, len(maps)))
+    embedding = vectors[:, :chosen]
+    norms = np.linalg.norm(embedding, axis=1, keepdims=True)
+    embedding = embedding / np.where(norms > 0, norms, 1.0)
+    if chosen == 1:
+        return np.zeros(len(maps), int), values, embedding
+    labels = KMeans(n_clusters=chosen, n_init=10, random_state=seed).fit_predict(embedding)
+    return labels, values, embedding
+
+
+def _peak_and_quadrants(mean: np.ndarray) -> tuple[list[float], dict[str, float]]:
+    height, width = mean.shape
+    y, x = np.unravel_index(int(np.argmax(mean)), mean.shape)
+    total = float(mean.sum()) or 1.0
+    top, left = height // 2, width // 2
+    quadrants = {"top_left": mean[:top, :left].sum(), "top_right": mean[:top, left:].sum(),
+                 "bottom_left": mean[top:, :left].sum(),
+                 "bottom_right": mean[top:, left:].sum()}
+    return ([(x + 0.5) / width, (y + 0.5) / height],
+            {k: float(v) / total for k, v in quadrants.items()})
+
+
+def audit(out_dir: str, classes: list[str] | None = None, clusters: int | None = None,
+          grid: int = DEFAULT_GRID, max_clusters: int = DEFAULT_MAX_CLUSTERS,
+          min_images: int = DEFAULT_MIN_IMAGES, truth: str | None = None
+          ) -> list[ClassAudit]:
+    """Audit the run in ``out_dir`` (see the module docstring), class by class.
+
+    Raises:
+        UsageProblem: no manifest, or a run without saved maps.
+    """
+    if not parts(out_dir):
+        raise UsageProblem(f"{out_dir} has no manifest.jsonl: run camcli batch --out "
+                           f"{out_dir} --save-maps first")
+    boxes = _boxes(truth) if truth else None
+    by_class: dict[str, list] = defaultdict(list)
+    mapped = 0
+    for path, group in latest(out_dir).items():
+        for record in group.in_rank_order():
+            if record.error is not None or record.rank not in (None, 1):
+                continue
+            if record.map:
+                mapped += 1
+                by_class[record.label or str(record.class_index)].append((path, record.map))
+    if not mapped:
+        raise UsageProblem(f"{out_dir}: the run saved no maps; run camcli batch again with "
+                           "--save-maps (the audit reads the maps, not the overlays)")
+    wanted = classes or sorted(by_class)
+    store = store_for(out_dir)
+    results = []
+    for label in wanted:
+        members = by_class.get(label, [])
+        result = ClassAudit(label, len(members))
+        results.append(result)
+        if len(members) < min_images:
+            result.skipped = (f"{len(members)} maps, fewer than --min-images {min_images}")
+            continue
+        maps, photos, inside = [], [], []
+        for path, relative in members:
+            with store.open(storage.join(out_dir, *relative.split("/"))) as f:
+                heatmap = np.load(io.BytesIO(f.read()))
+            maps.append(prepared(heatmap, grid))
+            photos.append(path)
+            inside.append(_mass_inside(heatmap, boxes.get(_key(path)), path)
+                          if boxes else None)
+        stack = np.stack(maps)
+        flat = stack.reshape(len(stack), -1)
+        blank = flat.sum(axis=1) == 0
+        found: list[Cluster] = []
+        live = np.flatnonzero(~blank)
+        if len(live) >= 2:
+            labels, values, embedding = clusters_of(flat[live], clusters, max_clusters)
+            result.eigenvalues = list(values[:max_clusters + 1])
+            for number in range(labels.max() + 1):
+                rows = live[labels == number]
+                centre = embedding[labels == number].mean(axis=0)
+                nearest = np.argsort(np.linalg.norm(embedding[labels == number] - centre,
+                                                    axis=1))[:PROTOTYPES]
+                found.append(_describe(len(found), rows, stack, photos, inside,
+                                       [photos[rows[i]] for i in nearest]))
+        elif len(live) == 1:
+            found.append(_describe(0, live, stack, photos, inside, [photos[live[0]]]))
+        if blank.any():
+            rows = np.flatnonzero(blank)
+            cluster = _describe(len(found), rows, stack, photos, inside,
+                                [photos[i] for i in rows[:PROTOTYPES]])
+            cluster.blank = True
+            found.append(cluster)
+        result.clusters = sorted(found, key=lambda c: (c.blank, -c.size))
+        for number, cluster in enumerate(result.clusters):
+            cluster.id = number
+    return results
+
+
+def _describe(number: int, rows: np.ndarray, stack: np.ndarray, photos: list[str],
+              inside: list, prototypes: list[str]) -> Cluster:
+    mean = stack[rows].mean(axis=0)
+    peak, quadrants = _peak_and_quadrants(mean)
+    shares = [inside[i] for i in rows if inside[i] is not None]
+    mass = float(np.mean(shares)) if shares else None
+    return Cluster(number, len(rows), [photos[i] for i in rows], prototypes, mean, peak,
+                   quadrants, mass, flagged=mass is not None and mass < OUTSIDE_FLAG)
+
+
+def _key(path: str) -> str:
+    return storage.basename(path)
+
+
+def _boxes(truth: str) -> dict[str, list]:
+    """The truth table's boxes (photo pixels) by input file name."""
+    from camcli.classes import read_table
+
+    found: dict[str, list] = defaultdict(list)
+    for row in read_table(truth):
+        if row.box is not None:
+            found[storage.basename(row.input)].append(row.box)
+    return found
+
+
+def _mass_inside(heatmap: np.ndarray, boxes: list | None, photo: str) -> float | None:
+    """The share of the map's mass inside the boxes: the map upsampled to the photo's size
+    (read from its header), as the overlays draw it."""
+    if not boxes:
+        return None
+    from PIL import Image
+
+    from camcli.localise import upsample
+
+    try:
+        with store_for(photo).open(photo) as f, Image.open(f) as image:
+            width, height = image.size
+    except OSError:
+        return None
+    upsampled = np.maximum(upsample(heatmap, width, height), 0)
+    total = float(upsampled.sum())
+    if total <= 0:
+        return None
+    inside = np.zeros(upsampled.shape, bool)
+    for x0, y0, x1, y1 in boxes:
+        inside[max(int(y0), 0):int(np.ceil(y1)), max(int(x0), 0):int(np.ceil(x1))] = True
+    return float(upsampled[inside].sum()) / total
+
+
+def table(results: list[ClassAudit]) -> str:
+    """The audit for people: per class, its clusters."""
+    lines = [f"{'class':<24} {'cluster':>7} {'size':>6} {'peak (x, y)':>13} "
+             f"{'in boxes':>9}  note"]
+    for result in results:
+        if result.skipped:
+            lines.append(f"{result.label[:24]:<24} {'-':>7} {result.images:>6} {'':>13} "
+                         f"{'':>9}  skipped: {result.skipped}")
+            continue
+        for cluster in result.clusters:
+            peak = f"({cluster.peak[0]:.2f}, {cluster.peak[1]:.2f})"
+            inside = "n/a" if cluster.mass_in_boxes is None else f"{cluster.mass_in_boxes:.0%}"
+            note = "all-zero maps" if cluster.blank else (
+                "FLAGGED: attention outside the objects" if cluster.flagged else "")
+            lines.append(f"{result.label[:24]:<24} {cluster.id:>7} {cluster.size:>6} "
+                         f"{peak:>13} {inside:>9}  {note}".rstrip())
+    return "\n".join(lines)

@@ -1,0 +1,126 @@
+"""``camcli audit``: each step of spectral relevance analysis on maps made so the answer is
+known (groups, eigengaps, memberships), and the command on a run made by hand."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from conftest import run, write_image
+
+from camcli import audit
+from camcli.manifest import ManifestWriter, Record, Request
+
+
+def blob(center, size=16, width=2.0):
+    y, x = np.mgrid[0:size, 0:size]
+    return np.exp(-((x - center[0]) ** 2 + (y - center[1]) ** 2) / (2 * width ** 2))
+
+
+CORNERS = [(3, 3), (12, 12), (3, 12)]
+
+
+def grouped(groups: int, per_group: int, seed: int = 0):
+    """``groups`` kinds of maps (a blob at one corner each, jittered, noisy), shuffled; the
+    true group of each."""
+    rng = np.random.default_rng(seed)
+    truth = np.repeat(np.arange(groups), per_group)
+    rng.shuffle(truth)
+    maps = [blob(np.array(CORNERS[g]) + rng.normal(0, 0.7, 2)) + rng.uniform(0, 0.03, (16, 16))
+            for g in truth]
+    return np.stack([audit.prepared(m, 16) for m in maps]), truth
+
+
+def same_partition(labels, truth) -> bool:
+    pairs = {(int(a), int(b)) for a, b in zip(labels, truth, strict=True)}
+    return len(pairs) == len(set(labels)) == len(set(truth))
+
+
+@pytest.mark.parametrize("groups", [2, 3])
+def test_the_eigengap_counts_the_groups_and_kmeans_finds_them(groups):
+    maps, truth = grouped(groups, per_group=30)
+    flat = maps.reshape(len(maps), -1)
+    values, _ = audit.spectrum(flat, 9)
+    assert values[0] == pytest.approx(0.0, abs=1e-6)
+    assert audit.eigengap(values) == groups
+    labels, _, _ = audit.clusters_of(flat, None, 8)
+    assert same_partition(labels, truth)
+
+
+def test_prepared_maps_sum_to_one_and_blank_stays_blank():
+    heat = np.zeros((7, 7), np.float32)
+    heat[1, 2] = 3.0
+    small = audit.prepared(heat, 4)
+    assert small.shape == (4, 4) and small.sum() == pytest.approx(1.0)
+    assert not audit.prepared(np.zeros((7, 7)), 4).any()
+
+
+def made_run(tmp_path, per_group=12, blanks=2, with_maps=True):
+    """A run by hand: photos, saved maps of two kinds (a blob top-left or bottom-right) and
+    some all-zero maps, all of class 'cat'; 3 maps of class 'dog'."""
+    out = tmp_path / "run"
+    (out / "maps").mkdir(parents=True)
+    writer = ManifestWriter(str(out / "manifest.jsonl"))
+    rng = np.random.default_rng(1)
+    kinds = ["tl"] * per_group + ["br"] * per_group + ["blank"] * blanks + ["dog"] * 3
+    for number, kind in enumerate(kinds):
+        photo = write_image(tmp_path / "photos" / f"{kind}{number:02d}.png", size=(64, 64))
+        if kind == "blank":
+            heat = np.zeros((8, 8), np.float32)
+        else:
+            corner = (1.5, 1.5) if kind in ("tl", "dog") else (6, 6)
+            heat = blob(np.array(corner) + rng.normal(0, 0.3, 2), size=8, width=1.0)
+        name = f"maps/{kind}{number:02d}.npy"
+        if with_maps:
+            np.save(out / name, heat.astype(np.float32))
+        label = "dog" if kind == "dog" else "cat"
+        writer.append([Record(input=str(photo), request=Request("m", "l", "gradcam", "top1"),
+                              class_index=int(label == "dog"), label=label,
+                              top=[[0, label, 0.9]], output=f"{kind}{number:02d}.jpg",
+                              map=name if with_maps else None)])
+    writer.close()
+    return out
+
+
+def test_audit_of_a_run_finds_both_strategies_and_the_blank_maps(tmp_path):
+    out = made_run(tmp_path)
+    truth = tmp_path / "truth.csv"
+    truth.write_text("input,class,x0,y0,x1,y1\n" + "".join(
+        f"{p.name},cat,32,32,64,64\n" for p in sorted((tmp_path / "photos").iterdir())))
+    result = run(["audit", str(out), "--format", "json", "--truth", str(truth)])
+    assert result.exit_code == 0, result.output
+    document = json.loads(result.stdout)
+    assert json.loads((out / "audit.json").read_text()) == document
+    cat, dog = document["classes"]
+    assert (dog["class"], dog["skipped"]) == ("dog", "3 maps, fewer than --min-images 10")
+    assert cat["class"] == "cat" and cat["images"] == 26
+    sizes = [(c["size"], c["blank"]) for c in cat["clusters"]]
+    assert sizes == [(12, False), (12, False), (2, True)]
+    for cluster in cat["clusters"][:2]:
+        kinds = {m.rsplit("/", 1)[1][:2] for m in cluster["members"]}
+        assert len(kinds) == 1  # one kind per cluster, exactly
+        top_left = kinds == {"tl"}
+        assert (cluster["peak"][0] < 0.5) == top_left and (cluster["peak"][1] < 0.5) == top_left
+        assert len(cluster["prototypes"]) == 4 and set(cluster["prototypes"]) <= \
+            set(cluster["members"])
+        # the true boxes are the bottom-right quarter: the top-left strategy looks outside
+        assert cluster["flagged"] == top_left
+        assert (cluster["mass_in_boxes"] < 0.5) == top_left
+    assert len(cat["eigenvalues"]) == 9 and cat["eigenvalues"][0] == pytest.approx(0, abs=1e-6)
+    table = run(["audit", str(out), "--truth", str(truth)])
+    assert "FLAGGED: attention outside the objects" in table.stdout
+    assert "all-zero maps" in table.stdout
+    two = run(["audit", str(out), "--clusters", "3", "--class", "cat", "--format", "json"])
+    assert len(json.loads(two.stdout)["classes"][0]["clusters"]) == 4  # 3 + the blank ones
+
+
+def test_a_run_without_saved_maps_is_one_line(tmp_path):
+    out = made_run(tmp_path, with_maps=False)
+    result = run(["audit", str(out)])
+    assert result.exit_code == 2
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"Error: {out}: the run saved no maps; run camcli batch again with --save-maps (the "
+        "audit reads the maps, not the overlays)")
+    bad = run(["audit", str(out), "--clusters", "many"])
+    assert bad.exit_code == 2
