@@ -124,3 +124,4 @@ def test_a_run_without_saved_maps_is_one_line(tmp_path):
         "audit reads the maps, not the overlays)")
     bad = run(["audit", str(out), "--clusters", "many"])
     assert bad.exit_code == 2
+
