@@ -64,7 +64,7 @@ class Cluster:
     members: list[str]
     prototypes: list[str]
     mean_map: np.ndarray
-    peak: list[float]  # [x, y] as fractions of the width and height
+    peak: list[float] | None  # [x, y] as fractions of width and height; None: all zero
     quadrants: dict[str, float]  # mass of the mean map per quadrant
     mass_in_boxes: float | None = None
     blank: bool = False
@@ -72,7 +72,8 @@ class Cluster:
 
     def to_json(self) -> dict:
         return {"id": self.id, "size": self.size, "members": self.members,
-                "prototypes": self.prototypes, "peak": [round(v, 4) for v in self.peak],
+                "prototypes": self.prototypes,
+                "peak": None if self.peak is None else [round(v, 4) for v in self.peak],
                 "quadrants": {k: round(v, 4) for k, v in self.quadrants.items()},
                 "mass_in_boxes": None if self.mass_in_boxes is None
                 else round(self.mass_in_boxes, 4),
@@ -256,6 +257,8 @@ def _describe(number: int, rows: np.ndarray, stack: np.ndarray, photos: list[str
               inside: list, prototypes: list[str]) -> Cluster:
     mean = stack[rows].mean(axis=0)
     peak, quadrants = _peak_and_quadrants(mean)
+    if not mean.any():
+        peak = None
     shares = [inside[i] for i in rows if inside[i] is not None]
     mass = float(np.mean(shares)) if shares else None
     return Cluster(number, len(rows), [photos[i] for i in rows], prototypes, mean, peak,
@@ -311,7 +314,8 @@ def table(results: list[ClassAudit]) -> str:
                          f"{'':>9}  skipped: {result.skipped}")
             continue
         for cluster in result.clusters:
-            peak = f"({cluster.peak[0]:.2f}, {cluster.peak[1]:.2f})"
+            peak = "" if cluster.peak is None else \
+                f"({cluster.peak[0]:.2f}, {cluster.peak[1]:.2f})"
             inside = "n/a" if cluster.mass_in_boxes is None else f"{cluster.mass_in_boxes:.0%}"
             note = "all-zero maps" if cluster.blank else (
                 "FLAGGED: attention outside the objects" if cluster.flagged else "")
