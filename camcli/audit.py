@@ -285,13 +285,11 @@ def _mass_inside(heatmap: np.ndarray, boxes: list | None, photo: str) -> float |
     (read from its header), as the overlays draw it."""
     if not boxes:
         return None
-    from PIL import Image
-
+    from camcli.images import photo_size
     from camcli.localise import upsample
 
     try:
-        with store_for(photo).open(photo) as f, Image.open(f) as image:
-            width, height = image.size
+        width, height = photo_size(photo)
     except OSError:
         return None
     upsampled = np.maximum(upsample(heatmap, width, height), 0)

@@ -27,6 +27,16 @@ MAX_PIXELS = Image.MAX_IMAGE_PIXELS or 89_478_485
 _BACKGROUND = (255, 255, 255)  # transparent pixels are shown on white, as a viewer would
 
 
+def photo_size(path: str) -> tuple[int, int]:
+    """``(width, height)`` of an image, from its header (nothing decoded).
+
+    Raises:
+        OSError: it cannot be read, or is no image Pillow knows.
+    """
+    with store_for(path).open(path, "rb") as f, Image.open(f) as image:
+        return image.size
+
+
 def load_rgb(path: str) -> np.ndarray:
     """Decode an image file into an upright ``(height, width, 3)`` uint8 RGB array.
 

@@ -32,16 +32,29 @@ def box(upsampled: np.ndarray, threshold: float) -> list[int] | None:
     """``[x0, y0, x1, y1]`` of the largest region at or above ``threshold`` × the maximum
     (ties between equal areas: the region met first in raster order); None when the map
     has no positive value."""
+    found = regions(upsampled, threshold)
+    if not found:
+        return None
+    areas = [area for area, _ in found]
+    return found[areas.index(max(areas))][1]
+
+
+def regions(upsampled: np.ndarray, threshold: float) -> list[tuple[int, list[int]]]:
+    """``(area, [x0, y0, x1, y1])`` of every 8-connected region at or above ``threshold``
+    × the map's maximum, in raster order of their first pixels; none when the map has no
+    positive value."""
     top = float(upsampled.max())
     if top <= 0:
-        return None
+        return []
     mask = (upsampled >= threshold * top).astype(np.uint8)
     count, _, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
-    # Label 0 is the background; labels are numbered in raster order of first pixels.
-    largest = 1 + int(np.argmax(stats[1:count, cv2.CC_STAT_AREA]))
-    x0, y0 = int(stats[largest, cv2.CC_STAT_LEFT]), int(stats[largest, cv2.CC_STAT_TOP])
-    return [x0, y0, x0 + int(stats[largest, cv2.CC_STAT_WIDTH]),
-            y0 + int(stats[largest, cv2.CC_STAT_HEIGHT])]
+    found = []
+    for label in range(1, count):  # label 0 is the background
+        x0, y0 = int(stats[label, cv2.CC_STAT_LEFT]), int(stats[label, cv2.CC_STAT_TOP])
+        found.append((int(stats[label, cv2.CC_STAT_AREA]),
+                      [x0, y0, x0 + int(stats[label, cv2.CC_STAT_WIDTH]),
+                       y0 + int(stats[label, cv2.CC_STAT_HEIGHT])]))
+    return found
 
 
 def iou(a, b) -> float:

@@ -191,21 +191,10 @@ def box_hits(upsampled: np.ndarray, truth: list) -> np.ndarray:
     """``(thresholds, IoUs)`` 0/1: whether, at each of `BOX_THRESHOLDS` (of the map's
     maximum), the box of one of the map's 8-connected regions reaches each of `BOX_IOUS`
     with one of the ``truth`` boxes."""
-    import cv2
-
     hits = np.zeros((len(BOX_THRESHOLDS), len(BOX_IOUS)), np.int64)
-    top = float(upsampled.max())
-    if top <= 0:
-        return hits
     for row, threshold in enumerate(BOX_THRESHOLDS):
-        mask = (upsampled >= threshold * top).astype(np.uint8)
-        count, _, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
-        best = 0.0
-        for label in range(1, count):
-            x0, y0 = int(stats[label, cv2.CC_STAT_LEFT]), int(stats[label, cv2.CC_STAT_TOP])
-            found = [x0, y0, x0 + int(stats[label, cv2.CC_STAT_WIDTH]),
-                     y0 + int(stats[label, cv2.CC_STAT_HEIGHT])]
-            best = max(best, *(localise.iou(found, box) for box in truth))
+        best = max((localise.iou(found, box) for _, found in
+                    localise.regions(upsampled, threshold) for box in truth), default=0.0)
         hits[row] = [best >= iou for iou in BOX_IOUS]
     return hits
 
@@ -215,14 +204,13 @@ def _saved_map(record: Record, folder: str) -> np.ndarray | None:
     without one (or when the map or the photo can no longer be read)."""
     if not record.map:
         return None
-    from PIL import Image
+    from camcli.images import photo_size
 
     store = store_for(folder)
     try:
         with store.open(storage.join(folder, *record.map.split("/"))) as f:
             heatmap = np.load(f)
-        with store_for(record.input).open(record.input) as f, Image.open(f) as photo:
-            width, height = photo.size
+        width, height = photo_size(record.input)
     except (OSError, ValueError):
         return None
     return localise.upsample(heatmap, width, height)

@@ -24,6 +24,7 @@ from camcli.methods.base import (
     as_requested,
     compile_step,
     forward,
+    highest_variance,
     normalise,
 )
 
@@ -88,8 +89,7 @@ class AblationCAM(BaseCAM):
         try:
             for n in range(len(batch)):
                 if kept < channels:
-                    variance = tf.math.reduce_variance(maps[n], axis=[0, 1])
-                    ablate = tf.math.top_k(variance, kept).indices.numpy()
+                    ablate = highest_variance(maps[n], kept).numpy()
                 else:
                     ablate = np.arange(channels)
                 y = float(score[n])

@@ -337,6 +337,13 @@ def augmented(batch: np.ndarray):
     return np.concatenate(variants).astype(np.float32), undo
 
 
+def highest_variance(maps, kept: int):
+    """The indices of the ``kept`` channels of one image's ``(h, w, c)`` maps with the
+    highest spatial variance (Faster Score-CAM's choice), highest first."""
+    tf = tensorflow()
+    return tf.math.top_k(tf.math.reduce_variance(maps, axis=[0, 1]), kept).indices
+
+
 def normalise(raw):
     """ReLU, then divide each map by its maximum; a map with no positive value stays zero."""
     tf = tensorflow()

@@ -106,7 +106,7 @@ class GradCAMElementWise(BaseCAM):
         return tensorflow().reduce_sum(positive, axis=-1)
 
 
-class ShapleyCAM(BaseCAM):
+class ShapleyCAM(GradCAM):
     """Cai et al. 2025: weight = spatial mean of g - H.A / 2, H the Hessian of the score
     with respect to the activations, and the score the ReST score: the class's logit
     minus the cross-entropy of the class, ``2 z_c - logsumexp(z)``. H.A is one
@@ -146,15 +146,12 @@ class ShapleyCAM(BaseCAM):
         del outer
         return features, probabilities, class_index, shapley
 
-    def weights(self, features, gradients, class_index):
-        return tensorflow().reduce_mean(gradients, axis=[1, 2])
-
 
 #: Finer-CAM's defaults: alpha, and how many similar classes are compared.
 FINER_ALPHA, FINER_CLASSES = 1.0, 3
 
 
-class FinerCAM(BaseCAM):
+class FinerCAM(GradCAM):
     """Zhang et al. 2025: Grad-CAM of ``sum_j p_j (z_t - alpha z_j) / sum_j p_j`` over the
     ``classes`` classes whose logits are closest to the target's, ``p`` the softmax
     probabilities (inside the differentiated score, as pytorch-grad-cam's
@@ -194,9 +191,6 @@ class FinerCAM(BaseCAM):
         rival_logits = tf.gather(logits, rivals, batch_dims=1)
         return (tf.reduce_sum(weight * (target[:, None] - self.alpha * rival_logits), axis=1)
                 / tf.reduce_sum(weight, axis=1))
-
-    def weights(self, features, gradients, class_index):
-        return tensorflow().reduce_mean(gradients, axis=[1, 2])
 
 
 class RandomCAM(BaseCAM):

@@ -20,6 +20,7 @@ from camcli.methods.base import (
     as_requested,
     compile_step,
     forward,
+    highest_variance,
     normalise,
 )
 
@@ -85,8 +86,7 @@ class ScoreCAM(BaseCAM):
     def _one(self, image, features, class_index: int, kept: int, bar):
         tf = tensorflow()
         if kept < features.shape[-1]:
-            variance = tf.math.reduce_variance(features, axis=[0, 1])
-            selected = tf.gather(features, tf.math.top_k(variance, kept).indices, axis=-1)
+            selected = tf.gather(features, highest_variance(features, kept), axis=-1)
         else:
             selected = features
         size = tuple(image.shape[:2])
