@@ -208,7 +208,7 @@ class TrainOptions:
     patience: int = 5
     seed: int = 0
     augment: bool = False
-    learning_rate: float = 1e-3
+    learning_rate: float = 1e-2
     overwrite: bool = False
     patterns: tuple[str, ...] | None = None
     batch_size: int = DEFAULT_BATCH_SIZE

@@ -33,6 +33,12 @@ from camcli.storage import store_for
 
 log = logging.getLogger("camcli")
 
+#: Vectors per step of the head's optimizer.
+HEAD_BATCH = 32
+#: Optimizer steps before early stopping may stop: on a small tree an epoch is a few steps,
+#: and the validation loss of a few images wobbles in the first ones (`bench/train.py`).
+MIN_STEPS = 60
+
 
 @dataclass
 class TrainReport:
@@ -230,10 +236,11 @@ def _fit(features, flipped, labels, training, validation, count, options: TrainO
     callbacks, validation_data = [], None
     if len(validation):
         validation_data = (np.stack([features[i] for i in validation]), labels[validation])
-        callbacks.append(keras.callbacks.EarlyStopping(monitor="val_loss",
-                                                       patience=options.patience,
-                                                       restore_best_weights=True))
-    history = head.fit(x, y, batch_size=32, epochs=options.epochs, shuffle=True, verbose=0,
+        steps = -(-len(x) // HEAD_BATCH)  # optimizer steps an epoch
+        callbacks.append(keras.callbacks.EarlyStopping(
+            monitor="val_loss", patience=options.patience, restore_best_weights=True,
+            start_from_epoch=min(-(-MIN_STEPS // steps), options.epochs)))
+    history = head.fit(x, y, batch_size=HEAD_BATCH, epochs=options.epochs, shuffle=True, verbose=0,
                        validation_data=validation_data, callbacks=callbacks)
     epochs = len(history.history["loss"])
     log.info("trained the head for %d epochs on %d vectors (%d classes)", epochs, len(x),
