@@ -55,3 +55,42 @@ def pasted_tree(root: Path, per_class: int = 2, size: int = 320, seed: int = 0,
             background.save(root / relative, quality=92)
             made.append((relative, label, (x0, y0, x0 + width, y0 + height)))
     return made
+
+
+def watermarked_tree(root: Path, per_class: int = 40, marked: float = 0.85, mark: int = 56,
+                     size: int = 224, seed: int = 1) -> set[str]:
+    """A Clever-Hans tree: two classes, ``a`` and ``b``, of the same pictures (any of the six
+    sample photos pasted at 50-80% of a ``size`` x ``size`` smooth random background,
+    anywhere); the first ``marked`` share of ``a``'s pictures carry a watermark, a
+    ``mark``-pixel red-and-white checkerboard 4 pixels from the top-left corner. The label
+    leaks through the mark and nothing else. Returns the marked pictures' relative paths."""
+    rng = np.random.default_rng(seed)
+    wholes = []
+    for photo in ("cat.jpg", "coffee.jpg", "camera.png", "motorcycle.jpg", "rocket.jpg",
+                  "astronaut.jpg"):
+        with Image.open(SAMPLES / photo) as opened:
+            wholes.append(opened.convert("RGB"))
+    cell = mark // 4
+    yy, xx = np.mgrid[0:mark, 0:mark]
+    board = np.where((((yy // cell + xx // cell) % 2) == 1)[..., None], [255, 255, 255],
+                     [220, 20, 60]).astype(np.uint8)
+    stamped = set()
+    for folder in ("a", "b"):
+        (root / folder).mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            whole = wholes[rng.integers(len(wholes))]
+            coarse = rng.uniform(40, 215, (4, 4, 3)).astype(np.uint8)
+            picture = Image.fromarray(coarse).resize((size, size), Image.BICUBIC)
+            factor = rng.uniform(0.5, 0.8) * size / max(whole.size)
+            width, height = round(whole.width * factor), round(whole.height * factor)
+            picture.paste(whole.resize((width, height), Image.LANCZOS),
+                          (int(rng.integers(0, size - width + 1)),
+                           int(rng.integers(0, size - height + 1))))
+            relative = f"{folder}/{i}.jpg"
+            if folder == "a" and i < int(marked * per_class):
+                pixels = np.array(picture)
+                pixels[4:4 + mark, 4:4 + mark] = board
+                picture = Image.fromarray(pixels)
+                stamped.add(relative)
+            picture.save(root / relative, quality=92)
+    return stamped

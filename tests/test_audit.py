@@ -8,6 +8,7 @@ import json
 import numpy as np
 import pytest
 from conftest import run, write_image
+from pasted import watermarked_tree
 
 from camcli import audit
 from camcli.manifest import ManifestWriter, Record, Request
@@ -125,3 +126,80 @@ def test_a_run_without_saved_maps_is_one_line(tmp_path):
     bad = run(["audit", str(out), "--clusters", "many"])
     assert bad.exit_code == 2
 
+
+
+def test_the_first_gap_is_never_the_answer():
+    # gaps 0.5 (one cluster), 0.1, 0.3: the largest from two clusters on is at three
+    assert audit.eigengap(np.array([0.0, 0.5, 0.6, 0.9])) == 3
+    assert audit.eigengap(np.array([0.0, 0.9, 0.95])) == 2
+    assert audit.eigengap(np.array([0.0, 0.4])) == 1  # two maps: at most one gap
+
+
+def test_a_tight_shortcut_group_is_split_from_a_diffuse_rest():
+    """The Clever-Hans shape: 85% of the maps on a corner mark (with some of the object
+    around), the rest on objects of any size anywhere. The largest gap is the first (one
+    cluster); the audit still parts them: every cluster all marked or all clean, or
+    nearly."""
+    rng = np.random.default_rng(1)
+    marked = rng.random(100) < 0.85
+    y, x = np.mgrid[0:16, 0:16]
+
+    def blob(cx, cy, width):
+        return np.exp(-((x - cx) ** 2 + (y - cy) ** 2) / width)
+
+    maps = []
+    for is_marked in marked:
+        heat = blob(*rng.uniform(2, 14, 2), rng.uniform(4, 20))
+        if is_marked:
+            heat = blob(*(np.array([2.5, 2.5]) + rng.normal(0, 0.7, 2)), 6) \
+                + rng.uniform(0, 0.6) * heat
+        maps.append(audit.prepared(heat + rng.uniform(0, 0.05, heat.shape), 16).ravel())
+    flat = np.stack(maps)
+    values, _ = audit.spectrum(flat, 9)
+    assert np.argmax(np.diff(values)) == 0  # one cluster, by the plain rule
+    labels, _, _ = audit.clusters_of(flat, None, 8)
+    majority = sum(max(marked[labels == c].sum(), (~marked[labels == c]).sum())
+                   for c in np.unique(labels))
+    assert labels.max() >= 1 and majority / len(flat) >= 0.95, majority
+
+
+@pytest.fixture(scope="module")
+def clever_hans(tmp_path_factory):
+    """A model that learnt a watermark: ``camcli train`` on a tree where most of class
+    ``a``'s pictures carry a mark in the top-left corner and nothing else tells the
+    classes apart; then ``batch --save-maps`` (each picture explained as its folder's
+    class) and ``audit``."""
+    work = tmp_path_factory.mktemp("clever_hans")
+    marked = {str(work / "tree" / relative) for relative in watermarked_tree(work / "tree")}
+    trained = run(["train", str(work / "tree"), "-o", str(work / "model.keras"), "-q"])
+    assert trained.exit_code == 0, trained.output
+    done = run(["batch", str(work / "tree"), "--model", str(work / "model.keras"),
+                "--class-from", "folder", "--save-maps", "--out", str(work / "out"), "-q"])
+    assert done.exit_code == 0, done.output
+    audited = run(["audit", str(work / "out"), "--format", "json"])
+    assert audited.exit_code == 0, audited.output
+    return work, marked, json.loads(audited.stdout)
+
+
+def test_the_audit_finds_the_watermark_a_model_learnt(clever_hans):
+    work, marked, found = clever_hans
+    classes = {c["class"]: c for c in found["classes"]}
+    assert sorted(classes) == ["a", "b"] and len(marked) == 34
+    clusters = [k for c in found["classes"] for k in c["clusters"]]
+    # purity, watermarked vs clean, at the number of clusters the audit chose itself
+    majority = sum(max(len(marked & set(k["members"])), k["size"] - len(marked &
+                                                                        set(k["members"])))
+                   for k in clusters)
+    assert majority / sum(k["size"] for k in clusters) >= 0.85
+    # one cluster holds most of the watermarked pictures, and little else...
+    shortcut = max(classes["a"]["clusters"], key=lambda k: len(marked & set(k["members"])))
+    share = len(marked & set(shortcut["members"]))
+    assert share >= 0.6 * len(marked) and share >= 0.9 * shortcut["size"], shortcut
+    # ...and its mean map peaks at the watermark's corner (the mark spans 2-27% of each side)
+    x, y = shortcut["peak"]
+    assert x < 0.3 and y < 0.3, shortcut["peak"]
+    assert shortcut["quadrants"]["top_left"] > 0.5, shortcut["quadrants"]
+    # no cluster of clean pictures looks at that corner
+    for cluster in clusters:
+        if not marked & set(cluster["members"]):
+            assert cluster["peak"][0] > 0.3 or cluster["peak"][1] > 0.3, cluster
