@@ -31,6 +31,7 @@ from __future__ import annotations
 import io
 from collections import defaultdict
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import numpy as np
 
@@ -51,6 +52,8 @@ NEIGHBOURS = 10
 DENSE_LIMIT = 2000
 #: Prototypes shown per cluster.
 PROTOTYPES = 4
+#: Maps per class drawn in the report's 2-D picture of the embedding (t-SNE).
+LAYOUT_POINTS = 2000
 #: A cluster is flagged when less than this share of its maps' mass is inside the boxes.
 OUTSIDE_FLAG = 0.5
 
@@ -69,15 +72,20 @@ class Cluster:
     mass_in_boxes: float | None = None
     blank: bool = False
     flagged: bool = False
+    layout: np.ndarray | None = None  # (m, 2) in [0, 1]: drawn members in the 2-D picture
 
     def to_json(self) -> dict:
+        top = float(self.mean_map.max())
         return {"id": self.id, "size": self.size, "members": self.members,
                 "prototypes": self.prototypes,
                 "peak": None if self.peak is None else [round(v, 4) for v in self.peak],
                 "quadrants": {k: round(v, 4) for k, v in self.quadrants.items()},
                 "mass_in_boxes": None if self.mass_in_boxes is None
                 else round(self.mass_in_boxes, 4),
-                "blank": self.blank, "flagged": self.flagged}
+                "blank": self.blank, "flagged": self.flagged,
+                # the picture: the mean map scaled to its maximum; the 2-D layout
+                "mean_map": np.round(self.mean_map / (top or 1.0), 3).tolist(),
+                "layout": [] if self.layout is None else np.round(self.layout, 4).tolist()}
 
 
 @dataclass
@@ -89,10 +97,12 @@ class ClassAudit:
     eigenvalues: list[float] = field(default_factory=list)
     clusters: list[Cluster] = field(default_factory=list)
     skipped: str | None = None  # why the class was not audited
+    chosen: int | None = None  # clusters of non-blank maps (the eigengap's or --clusters)
 
     def to_json(self) -> dict:
         return {"class": self.label, "images": self.images,
                 "eigenvalues": [round(float(v), 6) for v in self.eigenvalues],
+                "chosen": self.chosen,
                 "clusters": [c.to_json() for c in self.clusters], "skipped": self.skipped}
 
 
@@ -155,22 +165,53 @@ def eigengap(values: np.ndarray) -> int:
     return int(np.flatnonzero(gaps >= GAP_TIE * gaps.max())[0]) + 2
 
 
+class Spectral(NamedTuple):
+    """What `clusters_of` found: a cluster per map, the spectrum, the row-normalised
+    embedding k-means ran on (``(n, clusters)``) and the eigenvectors (``(n, count)``)."""
+
+    labels: np.ndarray
+    eigenvalues: np.ndarray
+    embedding: np.ndarray
+    vectors: np.ndarray
+
+
 def clusters_of(maps: np.ndarray, count: int | None, max_clusters: int,
-                seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``(labels, eigenvalues, embedding)`` of the maps: ``count`` clusters, or as many as
-    the eigengap says."""
+                seed: int = 0) -> Spectral:
+    """``count`` clusters of the maps, or as many as the eigengap says."""
     from sklearn.cluster import KMeans
 
     values, vectors = spectrum(maps, max(max_clusters, count or 0) + 1)
     chosen = count or eigengap(values[:max_clusters + 1])
     chosen = max(1, min(chosen, len(maps)))
-    embedding = vectors[:, :chosen]
-    norms = np.linalg.norm(embedding, axis=1, keepdims=True)
-    embedding = embedding / np.where(norms > 0, norms, 1.0)
+    embedding = _rows_normalised(vectors[:, :chosen])
     if chosen == 1:
-        return np.zeros(len(maps), int), values, embedding
+        return Spectral(np.zeros(len(maps), int), values, embedding, vectors)
     labels = KMeans(n_clusters=chosen, n_init=10, random_state=seed).fit_predict(embedding)
-    return labels, values, embedding
+    return Spectral(labels, values, embedding, vectors)
+
+
+def _rows_normalised(matrix: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(matrix, axis=1, keepdims=True)
+    return matrix / np.where(norms > 0, norms, 1.0)
+
+
+def layout(vectors: np.ndarray, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """A 2-D picture of the spectral embedding for the report: t-SNE (scikit-learn) of the
+    eigenvectors' rows, normalised, on at most `LAYOUT_POINTS` maps (a seeded sample).
+    Returns the sampled rows and their ``(m, 2)`` coordinates, scaled into [0, 1]."""
+    from sklearn.manifold import TSNE
+
+    n = len(vectors)
+    rows = np.arange(n) if n <= LAYOUT_POINTS else np.sort(
+        np.random.default_rng(seed).choice(n, LAYOUT_POINTS, replace=False))
+    points = _rows_normalised(vectors[rows])
+    if len(rows) > 4:
+        points = TSNE(n_components=2, perplexity=min(30.0, (len(rows) - 1) / 3),
+                      init="pca", random_state=seed).fit_transform(points)
+    else:
+        points = np.pad(points, ((0, 0), (0, max(0, 2 - points.shape[1]))))[:, :2]
+    low, high = points.min(axis=0), points.max(axis=0)
+    return rows, (points - low) / np.where(high > low, high - low, 1.0)
 
 
 def _peak_and_quadrants(mean: np.ndarray) -> tuple[list[float], dict[str, float]]:
@@ -234,15 +275,20 @@ def audit(out_dir: str, classes: list[str] | None = None, clusters: int | None =
         found: list[Cluster] = []
         live = np.flatnonzero(~blank)
         if len(live) >= 2:
-            labels, values, embedding = clusters_of(flat[live], clusters, max_clusters)
+            labels, values, embedding, vectors = clusters_of(flat[live], clusters,
+                                                             max_clusters)
             result.eigenvalues = list(values[:max_clusters + 1])
+            result.chosen = int(labels.max() + 1)
+            drawn, points = layout(vectors)
             for number in range(labels.max() + 1):
                 rows = live[labels == number]
                 centre = embedding[labels == number].mean(axis=0)
                 nearest = np.argsort(np.linalg.norm(embedding[labels == number] - centre,
                                                     axis=1))[:PROTOTYPES]
-                found.append(_describe(len(found), rows, stack, photos, inside,
-                                       [photos[rows[i]] for i in nearest]))
+                cluster = _describe(len(found), rows, stack, photos, inside,
+                                    [photos[rows[i]] for i in nearest])
+                cluster.layout = points[labels[drawn] == number]
+                found.append(cluster)
         elif len(live) == 1:
             found.append(_describe(0, live, stack, photos, inside, [photos[live[0]]]))
         if blank.any():

@@ -620,13 +620,18 @@ def layers(model, fmt, unsafe_model_code):
                    "the objects' boxes; mostly outside is flagged.")
 @click.option("--format", "fmt", default="table", show_default=True,
               type=click.Choice(["table", "json"]))
+@click.option("--report/--no-report", "make_report", default=True, show_default=True,
+              help="Also write OUT_DIR/index.html, the run's gallery with the audit on top "
+                   "(see camcli report).")
 @verbosity_options
 @translate_errors
-def audit(out_dir, classes, clusters, max_clusters, grid, min_images, truth, fmt):
+def audit(out_dir, classes, clusters, max_clusters, grid, min_images, truth, fmt,
+          make_report):
     """Cluster each class's saved maps (batch --save-maps) by spectral relevance analysis
     (Lapuschkin et al. 2019): groups of images whose maps agree with each other and differ
     from the rest are the strategies the model uses; a group looking outside the objects
-    (or always at one corner) is a shortcut. Writes OUT_DIR/audit.json."""
+    (or always at one corner) is a shortcut. Writes OUT_DIR/audit.json and the run's
+    report, OUT_DIR/index.html, with an Audit section."""
     from camcli import audit as auditing
     from camcli import storage
 
@@ -640,6 +645,11 @@ def audit(out_dir, classes, clusters, max_clusters, grid, min_images, truth, fmt
     storage.store_for(out_dir).write_atomic(storage.join(out_dir, "audit.json"),
                                             text.encode("utf-8"))
     click.echo(text if fmt == "json" else auditing.table(results))
+    if make_report:
+        from camcli.report import build_report
+
+        click.echo(f"camcli: audit shown in the report {build_report(out_dir).path}",
+                   err=True)
 
 
 @main.command()

@@ -7,6 +7,13 @@ browser. Nothing is loaded from outside: no scripts, fonts or CDNs; it opens off
 from a file:// URL. The page state lives in the URL's hash
 (``#sort=score&order=desc&q=cat&errors=1&page=2``), so a view can be bookmarked.
 
+When the run has been audited (``camcli audit`` wrote ``OUT_DIR/audit.json``), an "Audit"
+section comes first: per class the Laplacian's smallest eigenvalues with the chosen gap
+marked, a 2-D picture (t-SNE) of the spectral embedding coloured by cluster, and each
+cluster's mean map (SVG), size, peak, prototypes (their overlay thumbnails) and a link that
+keeps the gallery to the cluster's members (``#cluster=C:K``: class C of the audit, its
+cluster K).
+
 Thumbnails (longest side 200 px) are written once and
 reused while they are newer than their source (in ``OUT_DIR/.thumbnails/``).
 """
@@ -16,6 +23,7 @@ from __future__ import annotations
 import html
 import json
 import os
+import re
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from importlib import resources
@@ -30,6 +38,7 @@ from camcli.storage import store_for
 THUMBNAIL_SIZE = 200
 THUMBNAILS = ".thumbnails"  # hidden: a class folder named "thumbnails" cannot collide
 PAGE_SIZE = 100
+AUDIT_FILE = "audit.json"  # written by camcli audit; shown in the report when present
 
 
 @dataclass
@@ -123,15 +132,29 @@ def build_report(out_dir: str, workers: int = 2) -> ReportSummary:
             item["original"] = None
     path = storage.join(out_dir, "index.html")
     store_for(path).write_atomic(
-        path, render_html(items, storage.basename(storage.absolute(out_dir))).encode("utf-8"))
+        path, render_html(items, storage.basename(storage.absolute(out_dir)),
+                          _audit(out_dir)).encode("utf-8"))
     errors = sum(1 for item in items if item["error"])
     return ReportSummary(path, len(items), errors, sum(1 for m in made if m))
 
 
-def render_html(items: list[dict], title: str) -> str:
-    """The page (``camcli/data/report.html``: inline CSS and JavaScript), the records
-    embedded as JSON."""
-    data = json.dumps(items, ensure_ascii=False).replace("</", "<\\/")
+def _audit(out_dir: str) -> dict | None:
+    """The run's ``audit.json`` (``camcli audit``), when there is one."""
+    path = storage.join(out_dir, AUDIT_FILE)
+    if not store_for(path).isfile(path):
+        return None
+    with store_for(path).open(path, "rb") as f:
+        return json.loads(f.read().decode("utf-8"))
+
+
+def render_html(items: list[dict], title: str, audit: dict | None = None) -> str:
+    """The page (``camcli/data/report.html``: inline CSS and JavaScript), the records and
+    the audit (or null) embedded as JSON."""
+    def embedded(value) -> str:
+        return json.dumps(value, ensure_ascii=False).replace("</", "<\\/")
+
     page = resources.files("camcli").joinpath("data/report.html").read_text(encoding="utf-8")
-    return page.replace("__TITLE__", html.escape(f"camcli report: {title}")) \
-        .replace("__PAGE_SIZE__", str(PAGE_SIZE)).replace("__DATA__", data)
+    values = {"TITLE": html.escape(f"camcli report: {title}"), "PAGE_SIZE": str(PAGE_SIZE),
+              "AUDIT": embedded(audit), "DATA": embedded(items)}
+    # one pass, so a path in the data that reads like a placeholder stays as it is
+    return re.sub(r"__(TITLE|PAGE_SIZE|AUDIT|DATA)__", lambda m: values[m.group(1)], page)

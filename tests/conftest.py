@@ -7,6 +7,10 @@ use random weights.
 from __future__ import annotations
 
 import os
+import re
+import shutil
+import subprocess
+import tempfile
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
@@ -289,3 +293,26 @@ def bucket(s3_server, request):
     name = f"t{abs(hash(request.node.nodeid)) % 10**8:08d}-{name}"[:63].rstrip("-")
     boto3.client("s3").create_bucket(Bucket=name)
     return f"s3://{name}"
+
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def dom(page, fragment: str) -> str:
+    """The page's DOM after its script ran, from headless Chromium."""
+    if not CHROMIUM:
+        pytest.skip("Chromium is not installed (make test installs the Debian package "
+                    "'chromium' where it can): the browser test cannot run")
+    with tempfile.TemporaryDirectory(prefix="camcli-chromium-") as profile:
+        command = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                   "--no-first-run", "--disable-background-networking",
+                   "--disable-component-update", "--disable-sync",
+                   f"--user-data-dir={profile}", "--virtual-time-budget=5000",
+                   "--dump-dom", page.as_uri() + fragment]
+        done = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done.stdout
+
+
+def cards(document: str) -> list[str]:
+    return re.findall(r'<div class="card( error)?" data-score="([^"]*)"', document)

@@ -4,10 +4,11 @@ known (groups, eigengaps, memberships), and the command on a run made by hand.""
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
-from conftest import run, write_image
+from conftest import cards, dom, run, write_image
 from pasted import watermarked_tree
 
 from camcli import audit
@@ -45,7 +46,7 @@ def test_the_eigengap_counts_the_groups_and_kmeans_finds_them(groups):
     values, _ = audit.spectrum(flat, 9)
     assert values[0] == pytest.approx(0.0, abs=1e-6)
     assert audit.eigengap(values) == groups
-    labels, _, _ = audit.clusters_of(flat, None, 8)
+    labels, *_ = audit.clusters_of(flat, None, 8)
     assert same_partition(labels, truth)
 
 
@@ -157,7 +158,7 @@ def test_a_tight_shortcut_group_is_split_from_a_diffuse_rest():
     flat = np.stack(maps)
     values, _ = audit.spectrum(flat, 9)
     assert np.argmax(np.diff(values)) == 0  # one cluster, by the plain rule
-    labels, _, _ = audit.clusters_of(flat, None, 8)
+    labels, *_ = audit.clusters_of(flat, None, 8)
     majority = sum(max(marked[labels == c].sum(), (~marked[labels == c]).sum())
                    for c in np.unique(labels))
     assert labels.max() >= 1 and majority / len(flat) >= 0.95, majority
@@ -203,3 +204,35 @@ def test_the_audit_finds_the_watermark_a_model_learnt(clever_hans):
     for cluster in clusters:
         if not marked & set(cluster["members"]):
             assert cluster["peak"][0] > 0.3 or cluster["peak"][1] > 0.3, cluster
+
+
+def test_the_report_shows_the_audit_and_clicks_through_to_a_cluster(clever_hans):
+    """``audit`` wrote the run's report with an Audit section; in Chromium: per class the
+    spectrum with its gap, every map a point of the 2-D picture coloured by cluster, each
+    cluster's mean map and prototypes, and a link that keeps the gallery to its members."""
+    work, marked, found = clever_hans
+    page = work / "out" / "index.html"
+    html = page.read_text(encoding="utf-8")
+    assert '"mean_map"' in html and not re.search(r"""(src|href)=["']?(https?:)?//""", html)
+    document = dom(page, "")
+    assert re.findall(r'<section class="audit-class" data-class="([^"]*)"', document) == \
+        ["a", "b"]
+    shown = re.findall(r'<div class="cluster[^"]*" data-cluster="(\d+):(\d+)"', document)
+    expected = [(str(c), str(k["id"])) for c, entry in enumerate(found["classes"])
+                for k in entry["clusters"]]
+    assert shown == expected
+    assert document.count('class="point"') == 80  # every map drawn
+    assert document.count('class="gap"') == 2
+    for entry in found["classes"]:
+        assert f"gap: {entry['chosen']} clusters" in document
+    assert document.count('alt="prototype"') == sum(
+        len(k["prototypes"]) for entry in found["classes"] for k in entry["clusters"])
+    # click-through: the shortcut cluster's members, and only they, in the gallery
+    number = next(c for c, entry in enumerate(found["classes"]) if entry["class"] == "a")
+    shortcut = max(found["classes"][number]["clusters"],
+                   key=lambda k: len(marked & set(k["members"])))
+    members = dom(page, f"#cluster={number}:{shortcut['id']}")
+    assert len(cards(members)) == shortcut["size"]
+    assert f"{shortcut['size']} shown" in members
+    paths = set(re.findall(r'<div class="path">([^<]*)</div>', members))
+    assert paths == set(shortcut["members"])

@@ -5,17 +5,12 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
-import subprocess
-import tempfile
 
 import html5lib
 import pytest
-from conftest import run, write_image
+from conftest import cards, dom, run, write_image
 
 from camcli.report import PAGE_SIZE, build_report
-
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
 @pytest.fixture(scope="module")
@@ -74,25 +69,6 @@ def test_report_of_a_folder_without_manifest_is_a_usage_error(tmp_path):
     result = run(["report", str(tmp_path)])
     assert result.exit_code == 2
     assert f"Error: {tmp_path} has no manifest.jsonl: run camcli batch" in result.stderr
-
-
-def dom(page, fragment: str) -> str:
-    """The page's DOM after its script ran, from headless Chromium."""
-    if not CHROMIUM:
-        pytest.skip("Chromium is not installed (make test installs the Debian package "
-                    "'chromium' where it can): the browser test cannot run")
-    command = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-               "--no-first-run", "--disable-background-networking",
-               "--disable-component-update", "--disable-sync",
-               f"--user-data-dir={tempfile.mkdtemp(prefix='camcli-chromium-')}",
-               "--virtual-time-budget=5000", "--dump-dom", page.as_uri() + fragment]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stderr[-2000:]
-    return done.stdout
-
-
-def cards(document: str) -> list[str]:
-    return re.findall(r'<div class="card( error)?" data-score="([^"]*)"', document)
 
 
 def test_chromium_renders_a_page_of_cards_sorted_by_score(finished_run):
