@@ -1,6 +1,13 @@
 """Benchmark: ``camcli audit``'s clustering on 10,000 and 100,000 synthetic maps — time,
 peak memory and the ratios between the two sizes (near-linear is the goal: no dense n x n
-matrix above a few thousand maps). Run by ``make bench``.
+matrix above a few thousand maps) — and the table behind its eigengap rule. Run by
+``make bench``.
+
+The rule table: Clever-Hans-shaped classes (a share of the maps on a corner mark, with
+some of the object around it; the rest on objects of any size anywhere), 40 to 1,500 maps,
+two seeds each. Purity (marked vs clean) at the number of clusters each rule picks: the
+plain eigengap (largest gap, one cluster allowed; near-ties to fewer) against camcli's
+(from two clusters on).
 
 The maps are 16x16 (the default ``--grid``), three kinds (a blob at one of three places,
 jittered, with noise); each size runs in its own process so its peak memory is its own.
@@ -36,18 +43,76 @@ def synthetic(count: int, seed: int = 0):
     return maps.reshape(count, -1).astype(np.float32), kinds
 
 
+def clever(count: int, share: float, seed: int):
+    """``count`` 16x16 maps, ``share`` of them on a corner mark (a shortcut), the rest on
+    objects; and which are marked."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    marked = rng.random(count) < share
+    y, x = np.mgrid[0:16, 0:16]
+
+    def blob(cx, cy, width):
+        return np.exp(-((x - cx) ** 2 + (y - cy) ** 2) / width)
+
+    maps = []
+    for is_marked in marked:
+        heat = blob(*rng.uniform(2, 14, 2), rng.uniform(4, 20))
+        if is_marked:
+            heat = blob(*(np.array([2.5, 2.5]) + rng.normal(0, 0.7, 2)), 6) \
+                + rng.uniform(0, 0.6) * heat
+        heat = heat + rng.uniform(0, 0.05, heat.shape)
+        maps.append((heat / heat.sum()).ravel())
+    return np.array(maps, np.float32), marked
+
+
+def rules() -> None:
+    """Purity of the plain eigengap and of camcli's on Clever-Hans-shaped classes."""
+    import numpy as np
+
+    from camcli import audit
+
+    def plain(values):
+        gaps = np.diff(values)
+        return int(np.flatnonzero(gaps >= audit.GAP_TIE * gaps.max())[0]) + 1
+
+    print("\n| maps | marked | seed | plain eigengap: clusters, purity | camcli (k >= 2): "
+          "clusters, purity |")
+    print("| ---: | ---: | ---: | ---: | ---: |")
+    worst = {"plain": 1.0, "camcli": 1.0}
+    for count in (40, 100, 400, 1500):
+        for share in (0.7, 0.85):
+            for seed in (0, 1):
+                maps, marked = clever(count, share, seed)
+                cells = []
+                for name, rule in (("plain", plain), ("camcli", None)):
+                    if rule is None:
+                        labels = audit.clusters_of(maps, None, 8).labels
+                    else:
+                        chosen = rule(audit.spectrum(maps, 9)[0])
+                        labels = audit.clusters_of(maps, chosen, 8).labels
+                    purity = sum(max(marked[labels == c].sum(), (~marked[labels == c]).sum())
+                                 for c in np.unique(labels)) / count
+                    worst[name] = min(worst[name], purity)
+                    cells.append(f"{labels.max() + 1}, {purity:.3f}")
+                print(f"| {count:,} | {share:.0%} | {seed} | {cells[0]} | {cells[1]} |")
+    print(f"\nWorst purity: plain {worst['plain']:.3f}, camcli {worst['camcli']:.3f}.")
+
+
 def one(count: int) -> dict:
     """Cluster ``count`` maps in this process: seconds, peak RSS (MiB), purity, clusters."""
     import resource
 
     import numpy as np
 
-    from camcli.audit import clusters_of
+    from camcli.audit import clusters_of, layout
 
     flat, kinds = synthetic(count)
     started = time.perf_counter()
-    labels, _, _ = clusters_of(flat, None, 8)
+    found = clusters_of(flat, None, 8)
+    layout(found.vectors)  # the report's picture, as camcli audit draws it
     seconds = time.perf_counter() - started
+    labels = found.labels
     majority = sum(np.bincount(kinds[labels == c]).max() for c in np.unique(labels))
     return {"seconds": seconds, "peak_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
             / 1024, "purity": majority / count, "clusters": int(labels.max() + 1)}
@@ -57,6 +122,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="10000,100000")
     parser.add_argument("--one", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--skip-rules", action="store_true")
     args = parser.parse_args()
     if args.one:
         print(json.dumps(one(args.one)))
@@ -79,6 +145,8 @@ def main() -> None:
         small, large = (results[s] for s in sizes)
         print(f"\n{sizes[1] // sizes[0]}x the maps: {large['seconds'] / small['seconds']:.1f}x "
               f"the time, {large['peak_mib'] / small['peak_mib']:.2f}x the peak memory.")
+    if not args.skip_rules:
+        rules()
 
 
 if __name__ == "__main__":

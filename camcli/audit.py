@@ -16,14 +16,17 @@ Per class:
 4. **How many**: the largest gap among the first ``max_clusters`` eigenvalues (the
    eigengap; at least two clusters, `eigengap`), or ``clusters`` when given.
 5. **Clusters**: k-means (scikit-learn) on the rows of the spectral embedding, normalised.
+   Above `SPECTRAL_SAMPLE` maps, steps 2-5 run on a seeded sample of that many, and every
+   other map joins the cluster of most of its nearest sampled maps.
 6. **Description**: size, members, mean map, prototypes (the members nearest the cluster's
    centre in the embedding), the mean map's peak and its mass per image quadrant, and with
    a truth table of boxes the share of the maps' mass inside the objects' boxes; a cluster
-   whose mass lies mostly outside the boxes is flagged.
+   whose mass lies mostly outside the boxes is flagged; for the report, a 2-D picture
+   (t-SNE) of the embedding (`layout`).
 
 Memory and time grow linearly with the number of maps: the maps are read one at a time
-and kept at ``grid`` x ``grid``; the graph has ``k`` edges a map; no dense n x n matrix is
-made above `DENSE_LIMIT` maps.
+and kept at ``grid`` x ``grid``; the spectrum's cost is bounded by the sample; the others
+cost one nearest-neighbour query against the sample each.
 """
 
 from __future__ import annotations
@@ -52,6 +55,9 @@ NEIGHBOURS = 10
 DENSE_LIMIT = 2000
 #: Prototypes shown per cluster.
 PROTOTYPES = 4
+#: Above this many maps in a class, the spectrum is computed on a seeded sample of this many
+#: and the other maps join their nearest sampled maps' cluster (`clusters_of`).
+SPECTRAL_SAMPLE = 5000
 #: Maps per class drawn in the report's 2-D picture of the embedding (t-SNE).
 LAYOUT_POINTS = 2000
 #: A cluster is flagged when less than this share of its maps' mass is inside the boxes.
@@ -166,28 +172,62 @@ def eigengap(values: np.ndarray) -> int:
 
 
 class Spectral(NamedTuple):
-    """What `clusters_of` found: a cluster per map, the spectrum, the row-normalised
-    embedding k-means ran on (``(n, clusters)``) and the eigenvectors (``(n, count)``)."""
+    """What `clusters_of` found: a cluster per map (``(n,)``); the spectrum; the maps the
+    spectrum was computed on (``rows``: all of them, or a sample of `SPECTRAL_SAMPLE`);
+    their row-normalised embedding k-means ran on (``(m, clusters)``) and their
+    eigenvectors (``(m, count)``)."""
 
     labels: np.ndarray
     eigenvalues: np.ndarray
     embedding: np.ndarray
     vectors: np.ndarray
+    rows: np.ndarray
 
 
 def clusters_of(maps: np.ndarray, count: int | None, max_clusters: int,
                 seed: int = 0) -> Spectral:
-    """``count`` clusters of the maps, or as many as the eigengap says."""
+    """``count`` clusters of the maps, or as many as the eigengap says.
+
+    Above `SPECTRAL_SAMPLE` maps the spectrum and k-means run on a seeded sample of that
+    many, and every other map joins the cluster most of its `NEIGHBOURS` nearest sampled
+    maps are in: the cost grows linearly with the maps past the sample."""
     from sklearn.cluster import KMeans
 
-    values, vectors = spectrum(maps, max(max_clusters, count or 0) + 1)
+    rows = np.arange(len(maps)) if len(maps) <= SPECTRAL_SAMPLE else np.sort(
+        np.random.default_rng(seed).choice(len(maps), SPECTRAL_SAMPLE, replace=False))
+    sample = maps[rows]
+    values, vectors = spectrum(sample, max(max_clusters, count or 0) + 1)
     chosen = count or eigengap(values[:max_clusters + 1])
-    chosen = max(1, min(chosen, len(maps)))
+    chosen = max(1, min(chosen, len(sample)))
     embedding = _rows_normalised(vectors[:, :chosen])
     if chosen == 1:
-        return Spectral(np.zeros(len(maps), int), values, embedding, vectors)
-    labels = KMeans(n_clusters=chosen, n_init=10, random_state=seed).fit_predict(embedding)
-    return Spectral(labels, values, embedding, vectors)
+        return Spectral(np.zeros(len(maps), int), values, embedding, vectors, rows)
+    sampled = KMeans(n_clusters=chosen, n_init=10, random_state=seed).fit_predict(embedding)
+    if len(rows) == len(maps):
+        return Spectral(sampled, values, embedding, vectors, rows)
+    return Spectral(_extended(maps, sample, sampled, rows, chosen), values, embedding,
+                    vectors, rows)
+
+
+def _extended(maps: np.ndarray, sample: np.ndarray, sampled: np.ndarray, rows: np.ndarray,
+              clusters: int) -> np.ndarray:
+    """Every map's cluster: the sampled maps keep theirs; the others take the one most of
+    their nearest sampled maps are in (ties: the nearer neighbours' weight decides)."""
+    from sklearn.neighbors import NearestNeighbors
+
+    labels = np.empty(len(maps), int)
+    labels[rows] = sampled
+    rest = np.setdiff1d(np.arange(len(maps)), rows)
+    finder = NearestNeighbors(n_neighbors=NEIGHBOURS).fit(sample)
+    for start in range(0, len(rest), 10_000):  # bounded memory: 10,000 x sample distances
+        chunk = rest[start:start + 10_000]
+        distances, indices = finder.kneighbors(maps[chunk])
+        votes = np.zeros((len(chunk), clusters))
+        weights = 1.0 + 1e-6 / (1.0 + distances)  # one vote each; nearer breaks a tie
+        np.add.at(votes, (np.repeat(np.arange(len(chunk)), indices.shape[1]),
+                          sampled[indices].ravel()), weights.ravel())
+        labels[chunk] = votes.argmax(axis=1)
+    return labels
 
 
 def _rows_normalised(matrix: np.ndarray) -> np.ndarray:
@@ -275,19 +315,20 @@ def audit(out_dir: str, classes: list[str] | None = None, clusters: int | None =
         found: list[Cluster] = []
         live = np.flatnonzero(~blank)
         if len(live) >= 2:
-            labels, values, embedding, vectors = clusters_of(flat[live], clusters,
-                                                             max_clusters)
+            labels, values, embedding, vectors, spectral = clusters_of(
+                flat[live], clusters, max_clusters)
             result.eigenvalues = list(values[:max_clusters + 1])
             result.chosen = int(labels.max() + 1)
             drawn, points = layout(vectors)
             for number in range(labels.max() + 1):
-                rows = live[labels == number]
-                centre = embedding[labels == number].mean(axis=0)
-                nearest = np.argsort(np.linalg.norm(embedding[labels == number] - centre,
+                here = labels[spectral] == number  # the cluster's maps in the spectrum
+                centre = embedding[here].mean(axis=0)
+                nearest = np.argsort(np.linalg.norm(embedding[here] - centre,
                                                     axis=1))[:PROTOTYPES]
-                cluster = _describe(len(found), rows, stack, photos, inside,
-                                    [photos[rows[i]] for i in nearest])
-                cluster.layout = points[labels[drawn] == number]
+                cluster = _describe(len(found), live[labels == number], stack, photos,
+                                    inside, [photos[live[spectral[here][i]]]
+                                             for i in nearest])
+                cluster.layout = points[labels[spectral[drawn]] == number]
                 found.append(cluster)
         elif len(live) == 1:
             found.append(_describe(0, live, stack, photos, inside, [photos[live[0]]]))

@@ -236,3 +236,16 @@ def test_the_report_shows_the_audit_and_clicks_through_to_a_cluster(clever_hans)
     assert f"{shortcut['size']} shown" in members
     paths = set(re.findall(r'<div class="path">([^<]*)</div>', members))
     assert paths == set(shortcut["members"])
+
+
+def test_above_the_sample_size_the_other_maps_join_their_neighbours_cluster(monkeypatch):
+    """Past `SPECTRAL_SAMPLE` maps the spectrum is a sample's; every other map takes its
+    nearest sampled maps' cluster: the same exact partition, and the sample is seeded."""
+    monkeypatch.setattr(audit, "SPECTRAL_SAMPLE", 45)
+    maps, truth = grouped(3, per_group=50)
+    flat = maps.reshape(len(maps), -1)
+    found = audit.clusters_of(flat, None, 8)
+    assert len(found.rows) == 45 and len(found.labels) == 150
+    assert len(found.embedding) == len(found.vectors) == 45
+    assert same_partition(found.labels, truth)
+    assert np.array_equal(audit.clusters_of(flat, None, 8).rows, found.rows)

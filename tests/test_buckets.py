@@ -72,6 +72,18 @@ def test_a_tree_in_a_bucket_gives_the_local_records(tree, tmp_path, bucket, mode
                           "sub/deep/blue.jpg", "sub/deep/blue.npy"}
     parts = [n for n in names if "/out/manifest/part-" in n]
     assert len(parts) == 1  # one flush at the end of a small run
+    # camcli audit reads a run in a bucket (and writes its audit and report there)
+    audits = [run(["audit", out, "--min-images", "2", "--format", "json"])
+              for out in (str(tmp_path / "out"), f"{bucket}/out")]
+    assert [a.exit_code for a in audits] == [0, 0], audits[1].output
+    found = [[(c["class"], c["skipped"], [(k["size"], sorted(m.rsplit("/tree/", 1)[1]
+                                                            for m in k["members"]))
+                                          for k in c["clusters"]])
+              for c in json.loads(a.stdout)["classes"]] for a in audits]
+    assert found[0] == found[1]
+    assert {"audit.json", "index.html"} <= {n.split("/out/", 1)[1]
+                                            for n in objects(f"{bucket}/out")}
+    names = objects(f"{bucket}/out")
 
     again = run(["batch", f"{bucket}/tree", "--out", f"{bucket}/out", "--save-maps",
                  *model_args])

@@ -81,6 +81,15 @@ def test_the_ray_engine_writes_what_the_local_engine_writes(ray_cluster, tree, t
     assert len(mine) == 16 and sum(1 for r in mine.values() if r["error"]) == 1
     again = run([*args, "--out", str(tmp_path / "ray"), "--engine", "ray"])
     assert "16 inputs: 0 written, 15 already done, 1 failed" in again.stderr
+    # camcli audit reads a Ray run as it reads a local one
+    audits = [run(["audit", str(tmp_path / engine), "--min-images", "2", "--format", "json",
+                   "--no-report"]) for engine in ("local", "ray")]
+    assert [a.exit_code for a in audits] == [0, 0], audits[1].output
+    found = [[(c["class"], c["images"], c["skipped"], [(k["size"], sorted(k["members"]))
+                                                       for k in c["clusters"]])
+              for c in json.loads(a.stdout)["classes"]] for a in audits]
+    assert found[0] == found[1] and sum(c[1] for c in found[0]) == 15
+    assert any(c[3] for c in found[0])  # at least one class was clustered
 
 
 @pytest.mark.parametrize("extra", [
