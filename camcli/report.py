@@ -155,6 +155,33 @@ def render_html(items: list[dict], title: str, audit: dict | None = None) -> str
 
     page = resources.files("camcli").joinpath("data/report.html").read_text(encoding="utf-8")
     values = {"TITLE": html.escape(f"camcli report: {title}"), "PAGE_SIZE": str(PAGE_SIZE),
-              "AUDIT": embedded(audit), "DATA": embedded(items)}
+              "AUDIT": embedded(audit), "DATA": embedded(items),
+              "AUDIT_TABLE": _audit_table(audit)}
     # one pass, so a path in the data that reads like a placeholder stays as it is
-    return re.sub(r"__(TITLE|PAGE_SIZE|AUDIT|DATA)__", lambda m: values[m.group(1)], page)
+    return re.sub(r"__(TITLE|PAGE_SIZE|AUDIT_TABLE|AUDIT|DATA)__",
+                  lambda m: values[m.group(1)], page)
+
+
+def _audit_table(audit: dict | None) -> str:
+    """The audit's clusters as a plain HTML table, readable without the page's script
+    (which draws the plots above it)."""
+    if not audit:
+        return ""
+    rows = []
+    for entry in audit.get("classes", []):
+        label = html.escape(str(entry["class"]))
+        if entry.get("skipped"):
+            rows.append(f"<tr><td>{label}</td><td>–</td><td>{entry['images']}</td>"
+                        f"<td colspan=\"3\">skipped: {html.escape(entry['skipped'])}</td></tr>")
+            continue
+        for cluster in entry["clusters"]:
+            peak = ("all-zero maps" if cluster["peak"] is None else
+                    "({:.2f}, {:.2f})".format(*cluster["peak"]))
+            inside = ("n/a" if cluster["mass_in_boxes"] is None
+                      else f"{cluster['mass_in_boxes']:.0%}")
+            note = "FLAGGED: attention outside the objects" if cluster["flagged"] else ""
+            rows.append(f"<tr><td>{label}</td><td>{cluster['id']}</td><td>{cluster['size']}"
+                        f"</td><td>{peak}</td><td>{inside}</td><td>{note}</td></tr>")
+    return ("<details id=\"audit-table\"><summary>the audit as a table</summary><table>"
+            "<tr><th>class</th><th>cluster</th><th>size</th><th>peak (x, y)</th>"
+            "<th>in boxes</th><th>note</th></tr>" + "".join(rows) + "</table></details>")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import re
 
+import html5lib
 import numpy as np
 import pytest
 from conftest import cards, dom, run, write_image
@@ -214,6 +215,11 @@ def test_the_report_shows_the_audit_and_clicks_through_to_a_cluster(clever_hans)
     page = work / "out" / "index.html"
     html = page.read_text(encoding="utf-8")
     assert '"mean_map"' in html and not re.search(r"""(src|href)=["']?(https?:)?//""", html)
+    html5lib.HTMLParser(strict=True).parse(html)  # raises on any parse error
+    # readable without the script too: the clusters as a table
+    table = re.findall(r"<tr><td>([^<]*)</td><td>(\d+)</td><td>(\d+)</td>", html)
+    assert table == [(entry["class"], str(k["id"]), str(k["size"]))
+                     for entry in found["classes"] for k in entry["clusters"]]
     document = dom(page, "")
     assert re.findall(r'<section class="audit-class" data-class="([^"]*)"', document) == \
         ["a", "b"]
