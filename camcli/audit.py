@@ -59,7 +59,9 @@ PROTOTYPES = 4
 #: and the other maps join their nearest sampled maps' cluster (`clusters_of`).
 SPECTRAL_SAMPLE = 5000
 #: Maps per class drawn in the report's 2-D picture of the embedding (t-SNE).
-LAYOUT_POINTS = 2000
+LAYOUT_POINTS = 1000
+#: t-SNE's iterations for that picture (250 of them are its early exaggeration).
+LAYOUT_ITERATIONS = 500
 #: A cluster is flagged when less than this share of its maps' mass is inside the boxes.
 OUTSIDE_FLAG = 0.5
 
@@ -247,7 +249,8 @@ def layout(vectors: np.ndarray, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     points = _rows_normalised(vectors[rows])
     if len(rows) > 4:
         points = TSNE(n_components=2, perplexity=min(30.0, (len(rows) - 1) / 3),
-                      init="pca", random_state=seed).fit_transform(points)
+                      init="pca", max_iter=LAYOUT_ITERATIONS,
+                      random_state=seed).fit_transform(points)
     else:
         points = np.pad(points, ((0, 0), (0, max(0, 2 - points.shape[1]))))[:, :2]
     low, high = points.min(axis=0), points.max(axis=0)
@@ -275,6 +278,7 @@ def audit(out_dir: str, classes: list[str] | None = None, clusters: int | None =
     Raises:
         UsageProblem: no manifest, or a run without saved maps.
     """
+    _require_libraries()
     if not parts(out_dir):
         raise UsageProblem(f"{out_dir} has no manifest.jsonl: run camcli batch --out "
                            f"{out_dir} --save-maps first")
@@ -342,6 +346,20 @@ def audit(out_dir: str, classes: list[str] | None = None, clusters: int | None =
         for number, cluster in enumerate(result.clusters):
             cluster.id = number
     return results
+
+
+def _require_libraries() -> None:
+    """scikit-learn and SciPy, or say how to install them.
+
+    Raises:
+        UsageProblem: either is missing.
+    """
+    try:
+        import scipy.sparse  # noqa: F401
+        import sklearn.neighbors  # noqa: F401
+    except ImportError as missing:
+        raise UsageProblem(f"camcli audit needs scikit-learn and SciPy ({missing.name} is not "
+                           "installed): pip install 'camcli[audit]'") from None
 
 
 def _describe(number: int, rows: np.ndarray, stack: np.ndarray, photos: list[str],

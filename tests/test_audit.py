@@ -255,3 +255,16 @@ def test_above_the_sample_size_the_other_maps_join_their_neighbours_cluster(monk
     assert len(found.embedding) == len(found.vectors) == 45
     assert same_partition(found.labels, truth)
     assert np.array_equal(audit.clusters_of(flat, None, 8).rows, found.rows)
+
+
+def test_without_scikit_learn_the_audit_names_the_extra(tmp_path, monkeypatch):
+    import sys
+
+    out = made_run(tmp_path)
+    monkeypatch.setitem(sys.modules, "sklearn.neighbors", None)  # import fails, as uninstalled
+    result = run(["audit", str(out)])
+    assert result.exit_code == 2
+    assert result.stderr.strip().splitlines()[-1] == (
+        "Error: camcli audit needs scikit-learn and SciPy (sklearn.neighbors is not "
+        "installed): pip install 'camcli[audit]'")
+    assert not (out / "audit.json").exists()
