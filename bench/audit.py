@@ -26,6 +26,9 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+
+from pasted import shortcut_maps  # noqa: E402
 
 
 def synthetic(count: int, seed: int = 0):
@@ -41,29 +44,6 @@ def synthetic(count: int, seed: int = 0):
     maps += rng.uniform(0, 0.03, maps.shape)
     maps /= maps.sum(axis=(1, 2), keepdims=True)
     return maps.reshape(count, -1).astype(np.float32), kinds
-
-
-def clever(count: int, share: float, seed: int, size: int = 16):
-    """``count`` ``size`` x ``size`` maps, ``share`` of them on a corner mark (a shortcut),
-    the rest on objects; and which are marked."""
-    import numpy as np
-
-    rng = np.random.default_rng(seed)
-    marked = rng.random(count) < share
-    y, x = np.mgrid[0:size, 0:size] * (16 / size)  # the same pictures at any size
-
-    def blob(cx, cy, width):
-        return np.exp(-((x - cx) ** 2 + (y - cy) ** 2) / width)
-
-    maps = []
-    for is_marked in marked:
-        heat = blob(*rng.uniform(2, 14, 2), rng.uniform(4, 20))
-        if is_marked:
-            heat = blob(*(np.array([2.5, 2.5]) + rng.normal(0, 0.7, 2)), 6) \
-                + rng.uniform(0, 0.6) * heat
-        heat = heat + rng.uniform(0, 0.05, heat.shape)
-        maps.append((heat / heat.sum()).ravel())
-    return np.array(maps, np.float32), marked
 
 
 def rules() -> None:
@@ -83,7 +63,7 @@ def rules() -> None:
     for count in (40, 100, 400, 1500):
         for share in (0.7, 0.85):
             for seed in (0, 1):
-                maps, marked = clever(count, share, seed)
+                maps, marked = shortcut_maps(count, share, seed)
                 cells = []
                 for name, rule in (("plain", plain), ("camcli", None)):
                     if rule is None:
@@ -108,8 +88,8 @@ def grids() -> None:
 
     print("\n| --grid | mean purity | worst purity | mean clusters | seconds (8 classes) |")
     print("| ---: | ---: | ---: | ---: | ---: |")
-    classes = [clever(400, share, seed, size=28) for share in (0.7, 0.85) for seed in (0, 1)]
-    classes += [clever(100, share, seed, size=28) for share in (0.7, 0.85) for seed in (0, 1)]
+    classes = [shortcut_maps(count, share, seed, size=28) for count in (400, 100)
+               for share in (0.7, 0.85) for seed in (0, 1)]
     for grid in (4, 8, 16, 28):
         purities, counts = [], []
         started = time.perf_counter()

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import io
 from collections import defaultdict
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -105,12 +106,13 @@ class ClassAudit:
     eigenvalues: list[float] = field(default_factory=list)
     clusters: list[Cluster] = field(default_factory=list)
     skipped: str | None = None  # why the class was not audited
-    chosen: int | None = None  # clusters of non-blank maps (the eigengap's or --clusters)
 
     def to_json(self) -> dict:
         return {"class": self.label, "images": self.images,
                 "eigenvalues": [round(float(v), 6) for v in self.eigenvalues],
-                "chosen": self.chosen,
+                # clusters of non-blank maps, where a spectrum chose them (or --clusters)
+                "chosen": sum(not c.blank for c in self.clusters) if self.eigenvalues
+                else None,
                 "clusters": [c.to_json() for c in self.clusters], "skipped": self.skipped}
 
 
@@ -311,7 +313,7 @@ def audit(out_dir: str, classes: list[str] | None = None, clusters: int | None =
                 heatmap = np.load(io.BytesIO(f.read()))
             maps.append(prepared(heatmap, grid))
             photos.append(path)
-            inside.append(_mass_inside(heatmap, boxes.get(_key(path)), path)
+            inside.append(_mass_inside(heatmap, boxes.get(storage.basename(path)), path)
                           if boxes else None)
         stack = np.stack(maps)
         flat = stack.reshape(len(stack), -1)
@@ -322,7 +324,6 @@ def audit(out_dir: str, classes: list[str] | None = None, clusters: int | None =
             labels, values, embedding, vectors, spectral = clusters_of(
                 flat[live], clusters, max_clusters)
             result.eigenvalues = list(values[:max_clusters + 1])
-            result.chosen = int(labels.max() + 1)
             drawn, points = layout(vectors)
             for number in range(labels.max() + 1):
                 here = labels[spectral] == number  # the cluster's maps in the spectrum
@@ -374,10 +375,6 @@ def _describe(number: int, rows: np.ndarray, stack: np.ndarray, photos: list[str
                    quadrants, mass, flagged=mass is not None and mass < OUTSIDE_FLAG)
 
 
-def _key(path: str) -> str:
-    return storage.basename(path)
-
-
 def _boxes(truth: str) -> dict[str, list]:
     """The truth table's boxes (photo pixels) by input file name."""
     from camcli.classes import read_table
@@ -411,21 +408,31 @@ def _mass_inside(heatmap: np.ndarray, boxes: list | None, photo: str) -> float |
     return float(upsampled[inside].sum()) / total
 
 
-def table(results: list[ClassAudit]) -> str:
-    """The audit for people: per class, its clusters."""
-    lines = [f"{'class':<24} {'cluster':>7} {'size':>6} {'peak (x, y)':>13} "
-             f"{'in boxes':>9}  note"]
-    for result in results:
-        if result.skipped:
-            lines.append(f"{result.label[:24]:<24} {'-':>7} {result.images:>6} {'':>13} "
-                         f"{'':>9}  skipped: {result.skipped}")
+#: The columns of the audit's table (`rows`), for people: printed, and in the report.
+COLUMNS = ("class", "cluster", "size", "peak (x, y)", "in boxes", "note")
+
+
+def rows(classes: list[dict]) -> Iterator[tuple[str, ...]]:
+    """The audit's table, row by row (`COLUMNS`), from ``audit.json``'s classes: a row per
+    cluster, one per skipped class."""
+    for entry in classes:
+        if entry["skipped"]:
+            yield (entry["class"], "-", str(entry["images"]), "", "",
+                   f"skipped: {entry['skipped']}")
             continue
-        for cluster in result.clusters:
-            peak = "" if cluster.peak is None else \
-                f"({cluster.peak[0]:.2f}, {cluster.peak[1]:.2f})"
-            inside = "n/a" if cluster.mass_in_boxes is None else f"{cluster.mass_in_boxes:.0%}"
-            note = "all-zero maps" if cluster.blank else (
-                "FLAGGED: attention outside the objects" if cluster.flagged else "")
-            lines.append(f"{result.label[:24]:<24} {cluster.id:>7} {cluster.size:>6} "
-                         f"{peak:>13} {inside:>9}  {note}".rstrip())
-    return "\n".join(lines)
+        for cluster in entry["clusters"]:
+            peak = "" if cluster["peak"] is None else \
+                "({:.2f}, {:.2f})".format(*cluster["peak"])
+            share = cluster["mass_in_boxes"]
+            note = "all-zero maps" if cluster["blank"] else (
+                "FLAGGED: attention outside the objects" if cluster["flagged"] else "")
+            yield (entry["class"], str(cluster["id"]), str(cluster["size"]), peak,
+                   "n/a" if share is None else f"{share:.0%}", note)
+
+
+def table(classes: list[dict]) -> str:
+    """The audit for people (`rows`, aligned), from ``audit.json``'s classes."""
+    def line(label, cluster, size, peak, inside, note) -> str:
+        return f"{label[:24]:<24} {cluster:>7} {size:>6} {peak:>13} {inside:>9}  {note}".rstrip()
+
+    return "\n".join(line(*row) for row in (COLUMNS, *rows(classes)))

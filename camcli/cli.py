@@ -644,7 +644,7 @@ def audit(out_dir, classes, clusters, max_clusters, grid, min_images, truth, fmt
     text = json.dumps(document, indent=2, ensure_ascii=False)
     storage.store_for(out_dir).write_atomic(storage.join(out_dir, "audit.json"),
                                             text.encode("utf-8"))
-    click.echo(text if fmt == "json" else auditing.table(results))
+    click.echo(text if fmt == "json" else auditing.table(document["classes"]))
     if make_report:
         from camcli.report import build_report
 

@@ -163,25 +163,15 @@ def render_html(items: list[dict], title: str, audit: dict | None = None) -> str
 
 
 def _audit_table(audit: dict | None) -> str:
-    """The audit's clusters as a plain HTML table, readable without the page's script
-    (which draws the plots above it)."""
+    """The audit's table (`camcli.audit.rows`, as ``camcli audit`` prints it) in plain
+    HTML, readable without the page's script (which draws the plots above it)."""
     if not audit:
         return ""
-    rows = []
-    for entry in audit.get("classes", []):
-        label = html.escape(str(entry["class"]))
-        if entry.get("skipped"):
-            rows.append(f"<tr><td>{label}</td><td>–</td><td>{entry['images']}</td>"
-                        f"<td colspan=\"3\">skipped: {html.escape(entry['skipped'])}</td></tr>")
-            continue
-        for cluster in entry["clusters"]:
-            peak = ("all-zero maps" if cluster["peak"] is None else
-                    "({:.2f}, {:.2f})".format(*cluster["peak"]))
-            inside = ("n/a" if cluster["mass_in_boxes"] is None
-                      else f"{cluster['mass_in_boxes']:.0%}")
-            note = "FLAGGED: attention outside the objects" if cluster["flagged"] else ""
-            rows.append(f"<tr><td>{label}</td><td>{cluster['id']}</td><td>{cluster['size']}"
-                        f"</td><td>{peak}</td><td>{inside}</td><td>{note}</td></tr>")
+    from camcli.audit import COLUMNS, rows
+
+    def row(cells, tag="td") -> str:
+        return "<tr>" + "".join(f"<{tag}>{html.escape(c)}</{tag}>" for c in cells) + "</tr>"
+
     return ("<details id=\"audit-table\"><summary>the audit as a table</summary><table>"
-            "<tr><th>class</th><th>cluster</th><th>size</th><th>peak (x, y)</th>"
-            "<th>in boxes</th><th>note</th></tr>" + "".join(rows) + "</table></details>")
+            + row(COLUMNS, "th") + "".join(row(r) for r in rows(audit.get("classes", [])))
+            + "</table></details>")

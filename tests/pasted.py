@@ -94,3 +94,26 @@ def watermarked_tree(root: Path, per_class: int = 40, marked: float = 0.85, mark
                 stamped.add(relative)
             picture.save(root / relative, quality=92)
     return stamped
+
+
+def shortcut_maps(count: int, share: float, seed: int, size: int = 16):
+    """Clever-Hans-shaped saliency maps: ``count`` ``size`` x ``size`` maps summing to 1,
+    ``share`` of them on a corner mark (with some of the object around it), the rest on
+    objects of any size anywhere; and which are marked. Used by ``tests/test_audit.py``
+    and ``bench/audit.py``."""
+    rng = np.random.default_rng(seed)
+    marked = rng.random(count) < share
+    y, x = np.mgrid[0:size, 0:size] * (16 / size)  # the same pictures at any size
+
+    def blob(cx, cy, width):
+        return np.exp(-((x - cx) ** 2 + (y - cy) ** 2) / width)
+
+    maps = []
+    for is_marked in marked:
+        heat = blob(*rng.uniform(2, 14, 2), rng.uniform(4, 20))
+        if is_marked:
+            heat = blob(*(np.array([2.5, 2.5]) + rng.normal(0, 0.7, 2)), 6) \
+                + rng.uniform(0, 0.6) * heat
+        heat = heat + rng.uniform(0, 0.05, heat.shape)
+        maps.append((heat / heat.sum()).ravel())
+    return np.array(maps, np.float32), marked

@@ -10,7 +10,7 @@ import html5lib
 import numpy as np
 import pytest
 from conftest import cards, dom, run, write_image
-from pasted import watermarked_tree
+from pasted import shortcut_maps, watermarked_tree
 
 from camcli import audit
 from camcli.manifest import ManifestWriter, Record, Request
@@ -142,21 +142,7 @@ def test_a_tight_shortcut_group_is_split_from_a_diffuse_rest():
     around), the rest on objects of any size anywhere. The largest gap is the first (one
     cluster); the audit still parts them: every cluster all marked or all clean, or
     nearly."""
-    rng = np.random.default_rng(1)
-    marked = rng.random(100) < 0.85
-    y, x = np.mgrid[0:16, 0:16]
-
-    def blob(cx, cy, width):
-        return np.exp(-((x - cx) ** 2 + (y - cy) ** 2) / width)
-
-    maps = []
-    for is_marked in marked:
-        heat = blob(*rng.uniform(2, 14, 2), rng.uniform(4, 20))
-        if is_marked:
-            heat = blob(*(np.array([2.5, 2.5]) + rng.normal(0, 0.7, 2)), 6) \
-                + rng.uniform(0, 0.6) * heat
-        maps.append(audit.prepared(heat + rng.uniform(0, 0.05, heat.shape), 16).ravel())
-    flat = np.stack(maps)
+    flat, marked = shortcut_maps(100, 0.85, seed=1)
     values, _ = audit.spectrum(flat, 9)
     assert np.argmax(np.diff(values)) == 0  # one cluster, by the plain rule
     labels, *_ = audit.clusters_of(flat, None, 8)
