@@ -27,8 +27,9 @@ demo: install  ## heatmaps for sample_images/ into heatmaps/
 	@echo "Done: the overlays are in $(CURDIR)/heatmaps/ (one JPEG per photo in sample_images/),"
 	@echo "      with what the model predicted in $(CURDIR)/heatmaps/manifest.jsonl"
 
-test: dev chromium  ## lint, then run the whole test suite
+test: dev chromium  ## lint and the layers' import contract, then the whole test suite
 	$(BIN)/ruff check camcli tests bench
+	$(BIN)/lint-imports
 	$(BIN)/python -m pytest
 
 # The HTML report's browser test needs Chromium (Debian package). Installed where this
@@ -57,8 +58,9 @@ bench: install  ## speed: batch vs. ceiling and naive loop; methods; precisions;
 bench-memory: install  ## peak RSS of batch on 2,000 and 20,000 generated images
 	$(BIN)/python bench/batch.py --memory 2000,20000
 
-lint: dev  ## ruff only
+lint: dev  ## ruff and the layers' import contract (import-linter)
 	$(BIN)/ruff check camcli tests bench
+	$(BIN)/lint-imports
 
 clean:  ## remove the virtualenv, caches and demo output
 	rm -rf $(VENV) heatmaps .pytest_cache .ruff_cache *.egg-info

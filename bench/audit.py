@@ -50,7 +50,7 @@ def rules() -> None:
     """Purity of the plain eigengap and of camcli's on Clever-Hans-shaped classes."""
     import numpy as np
 
-    from camcli import audit
+    from camcli.analysis import audit
 
     def plain(values):
         gaps = np.diff(values)
@@ -84,7 +84,7 @@ def grids() -> None:
     28x28 maps (400 a class, 70% or 85% marked, two seeds each)."""
     import numpy as np
 
-    from camcli import audit
+    from camcli.analysis import audit
 
     print("\n| --grid | mean purity | worst purity | mean clusters | seconds (8 classes) |")
     print("| ---: | ---: | ---: | ---: | ---: |")
@@ -110,7 +110,7 @@ def one(count: int) -> dict:
 
     import numpy as np
 
-    from camcli.audit import clusters_of, layout
+    from camcli.analysis.audit import clusters_of, layout
 
     flat, kinds = synthetic(count)
     started = time.perf_counter()

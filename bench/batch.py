@@ -66,8 +66,8 @@ def machine() -> str:
 
 
 def ceiling(session, batch_size: int, repeats: int = 3) -> float:
-    from camcli.methods import Predictor
-    from camcli.models.preprocess import preprocess
+    from camcli.compute.methods import Predictor
+    from camcli.compute.models.preprocess import preprocess
 
     loaded = session.loaded
     rng = np.random.default_rng(1)
@@ -78,8 +78,8 @@ def ceiling(session, batch_size: int, repeats: int = 3) -> float:
 
 
 def end_to_end(session, photos: Path, out: Path, batch_size: int, workers: int) -> float:
-    from camcli.batch import run_batch
     from camcli.options import BatchOptions
+    from camcli.run.batch import run_batch
 
     shutil.rmtree(out, ignore_errors=True)
     warm = np.zeros((1, *session.loaded.input_size, 3), np.float32)
@@ -96,7 +96,7 @@ def naive_loop(loaded, photos: Path, out: Path, count: int, layer: str) -> float
     """The Keras-tutorial way, one image at a time."""
     import keras
 
-    from camcli.models.preprocess import preprocess
+    from camcli.compute.models.preprocess import preprocess
 
     out.mkdir(parents=True, exist_ok=True)
     model = loaded.model
@@ -122,10 +122,10 @@ def naive_loop(loaded, photos: Path, out: Path, count: int, layer: str) -> float
 
 
 def speed(args) -> None:
-    from camcli.backend import select_device
-    from camcli.models import load
+    from camcli.compute.backend import select_device
+    from camcli.compute.models import load
     from camcli.options import ExplainRequest
-    from camcli.session import Session
+    from camcli.run.session import Session
 
     select_device("auto")
     work = Path(tempfile.mkdtemp(prefix="camcli-bench-"))

@@ -5,7 +5,7 @@ labelled images made here (sample photos pasted at known boxes on smooth backgro
 
 Prints, per method and layer: the localisation accuracy (IoU >= 0.5, the CAM paper's
 criterion) of the largest region's box at each threshold, the pointing game (peak within
-15 px of the box), MaxBoxAccV2 (Choe et al. 2020, `camcli.score.box_hits`: all regions,
+15 px of the box), MaxBoxAccV2 (Choe et al. 2020, `camcli.analysis.score.box_hits`: all regions,
 thresholds 0..1, IoU 0.3 / 0.5 / 0.7) and the calibrated threshold (best at IoU 0.5).
 
     python bench/boxes.py [--per-class 15] [--configs gradcam,layercam@block10_add+top_activation]
@@ -28,12 +28,12 @@ import numpy as np  # noqa: E402
 from batch import machine  # noqa: E402
 from pasted import pasted_tree  # noqa: E402
 
-from camcli import localise  # noqa: E402
-from camcli.inputs import discover  # noqa: E402
-from camcli.models import load  # noqa: E402
+from camcli.analysis import localise  # noqa: E402
+from camcli.analysis.score import BOX_IOUS, BOX_THRESHOLDS, box_hits  # noqa: E402
+from camcli.compute.models import load  # noqa: E402
+from camcli.io.inputs import discover  # noqa: E402
 from camcli.options import ExplainRequest  # noqa: E402
-from camcli.score import BOX_IOUS, BOX_THRESHOLDS, box_hits  # noqa: E402
-from camcli.session import Session  # noqa: E402
+from camcli.run.session import Session  # noqa: E402
 
 THRESHOLDS = (0.2, 0.3, 0.4, 0.45, 0.5, 0.55, 0.6, 0.7)
 #: method[@layer+layer...]: the default layer unless layers are given (several: fused).

@@ -29,10 +29,10 @@ from boxes import box_iou, pasted_maps  # noqa: E402
 from methods import throughput  # noqa: E402
 from pasted import pasted_tree  # noqa: E402
 
-from camcli.explainer import build_explainer  # noqa: E402
-from camcli.images import load_rgb, resize_for_model  # noqa: E402
-from camcli.models import load  # noqa: E402
-from camcli.models.preprocess import preprocess  # noqa: E402
+from camcli.compute.explainer import build_explainer  # noqa: E402
+from camcli.compute.models import load  # noqa: E402
+from camcli.compute.models.preprocess import preprocess  # noqa: E402
+from camcli.io.images import load_rgb, resize_for_model  # noqa: E402
 from camcli.options import DEFAULT_BOX_THRESHOLD, ExplainRequest  # noqa: E402
 
 LAYER_SETS = [("top_activation",), ("top_activation", "block10_add"),

@@ -18,11 +18,21 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import numpy as np  # noqa: E402
 
-from camcli.explainer import build_explainer  # noqa: E402
-from camcli.methods import METHODS, Predictor  # noqa: E402
-from camcli.models import load  # noqa: E402
-from camcli.models.preprocess import preprocess  # noqa: E402
+from camcli.compute.explainer import build_explainer  # noqa: E402
+from camcli.compute.methods import METHODS, Predictor  # noqa: E402
+from camcli.compute.models import load  # noqa: E402
+from camcli.compute.models.preprocess import preprocess  # noqa: E402
 from camcli.options import ExplainRequest  # noqa: E402
+
+
+def has_cam_head(graph) -> bool:
+    from camcli.compute.methods.cam import classifier_kernel
+    from camcli.errors import CamNotApplicable
+
+    try:
+        return classifier_kernel(graph) is not None
+    except CamNotApplicable:
+        return False
 
 
 def throughput(step, batches, repeats: int) -> float:
@@ -72,7 +82,7 @@ def main() -> None:
     runs += [(name, {"max_maps": kept}) for name in slow
              for kept in (None, args.scorecam_max_maps)]
     for name, options in runs:
-        if name == "cam" and explainer.graph.cam_kernel is None:
+        if name == "cam" and not has_cam_head(explainer.graph):
             print("| cam | n/a (no GAP -> Dense head) | |")
             continue
         label, todo, repeats = name, batches, args.repeats
@@ -83,7 +93,7 @@ def main() -> None:
             todo, repeats = [batches[0][:args.scorecam_images]], 1
         elif "smooth" in options:
             label = f"{name} --smooth {options['smooth']}"
-        elif getattr(METHODS[name], "own_layers", False):
+        elif METHODS[name].own_layers(loaded.model) is not None:
             request = ExplainRequest(method=name)
             graph = build_explainer(loaded, request).graph
             label = f"{name} ({len(graph.layers)} bias layers)"

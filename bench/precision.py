@@ -23,14 +23,14 @@ import numpy as np  # noqa: E402
 from batch import machine, make_photos  # noqa: E402
 from methods import throughput  # noqa: E402
 
-from camcli.backend import cpu_has_fast_bf16  # noqa: E402
-from camcli.explainer import build_explainer  # noqa: E402
-from camcli.images import load_rgb, resize_for_model  # noqa: E402
-from camcli.methods import TOP1  # noqa: E402
-from camcli.models import load  # noqa: E402
-from camcli.models.preprocess import preprocess  # noqa: E402
+from camcli.compute.backend import cpu_has_fast_bf16  # noqa: E402
+from camcli.compute.explainer import build_explainer  # noqa: E402
+from camcli.compute.methods import TOP1  # noqa: E402
+from camcli.compute.models import load  # noqa: E402
+from camcli.compute.models.preprocess import preprocess  # noqa: E402
+from camcli.compute.targets import Targets  # noqa: E402
+from camcli.io.images import load_rgb, resize_for_model  # noqa: E402
 from camcli.options import ExplainRequest  # noqa: E402
-from camcli.targets import Targets  # noqa: E402
 
 
 def explain(model: str, precision: str, batches: list[np.ndarray]):

@@ -20,13 +20,13 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import numpy as np  # noqa: E402
 
-from camcli import metrics  # noqa: E402
-from camcli.images import load_rgb, resize_for_model  # noqa: E402
-from camcli.localise import upsample  # noqa: E402
-from camcli.models import load  # noqa: E402
+from camcli.analysis import metrics  # noqa: E402
+from camcli.analysis.localise import upsample  # noqa: E402
+from camcli.compute.models import load  # noqa: E402
+from camcli.compute.targets import Targets  # noqa: E402
+from camcli.io.images import load_rgb, resize_for_model  # noqa: E402
 from camcli.options import ExplainRequest, ModelRequest  # noqa: E402
-from camcli.session import open_session  # noqa: E402
-from camcli.targets import Targets  # noqa: E402
+from camcli.run.session import open_session  # noqa: E402
 
 SAMPLES = Path(__file__).resolve().parent.parent / "sample_images"
 
@@ -70,7 +70,8 @@ def main() -> None:
           f"(bound: 0.2 s for a 224x224 image).")
 
     started = time.perf_counter()
-    explainer.road(photos, explained)
+    metrics.road(explainer.probability_of, photos, *explainer.first_maps(explained),
+                 batch_size=max(len(photos), 32))
     road_time = (time.perf_counter() - started) / len(photos)
     print(f"Cost per image: Grad-CAM map {maps_time:.3f} s; ROAD (18 imputations + 18 "
           f"forward passes) {road_time:.2f} s, {road_time / maps_time:.0f}x the map.")

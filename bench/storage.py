@@ -56,9 +56,9 @@ def main() -> None:
         import boto3
         import fsspec
 
-        from camcli.batch import run_batch
         from camcli.options import BatchOptions, ExplainRequest, ModelRequest
-        from camcli.session import open_session
+        from camcli.run.batch import run_batch
+        from camcli.run.session import open_session
 
         boto3.client("s3").create_bucket(Bucket="bench")
         with tempfile.TemporaryDirectory() as folder:

@@ -86,8 +86,8 @@ def main() -> None:
 
 def shortcut() -> None:
     """The shortcut table (see the module docstring)."""
-    from camcli import train as training
     from camcli.options import ModelRequest, TrainOptions
+    from camcli.run import train as training
 
     print("\n| head settings | tree seed | epochs | held-out marked -> a | held-out clean -> b "
           "| held-out top-1 |")

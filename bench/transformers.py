@@ -95,8 +95,8 @@ def pointing(model, address: str, method: str, images, labels, boxes) -> tuple[f
     """The pointing game with the true class, and the share of all-zero maps."""
     import cv2
 
-    from camcli.methods import METHODS as ALL
-    from camcli.models import graph
+    from camcli.compute.methods import METHODS as ALL
+    from camcli.compute.models import graph
 
     explain = ALL[method](graph.build(model, address))
     hits, blank = [], []
@@ -112,7 +112,7 @@ def pointing(model, address: str, method: str, images, labels, boxes) -> tuple[f
 
 
 def pointing_table(seeds: int, tasks: list[str]) -> None:
-    from camcli.models import graph
+    from camcli.compute.models import graph
 
     print(f"### Pointing game on trained tiny ViTs ({SIZE}x{SIZE}, patches of {PATCH}, 3 "
           f"blocks, class-token head): true class, 300 test images a task, {seeds} trained "
@@ -168,9 +168,9 @@ def vit_small(path: Path) -> None:
 def speed(work: Path, images: int, batch_size: int) -> None:
     import keras
 
-    from camcli.batch import run_batch
     from camcli.options import BatchOptions, ExplainRequest, ModelRequest
-    from camcli.session import open_session
+    from camcli.run.batch import run_batch
+    from camcli.run.session import open_session
 
     path = work / "vit_s16.keras"
     vit_small(path)

@@ -7,8 +7,12 @@ defaults: the CLI's options, the library's signatures and the README all read th
 * `BatchOptions` — how ``camcli batch`` walks, writes and resumes.
 * `RayOptions` — how ``camcli batch --engine ray`` uses a Ray cluster.
 * `TrainOptions` — how ``camcli train`` fits a head.
+* `ScoreOptions` — what ``camcli score`` compares a run with, and its CI gates.
+* `AuditOptions` — how ``camcli audit`` clusters a run's saved maps.
 
-Nothing here imports TensorFlow.
+and the words every layer shares about a request: `TARGET_KINDS`, `CLASS_SOURCES`.
+This module is the bottom of the package: it imports nothing of camcli's (and no
+TensorFlow), so every layer, the records' included, may read it.
 """
 
 from __future__ import annotations
@@ -16,19 +20,34 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
-from camcli.methods.gradient import FINER_ALPHA, FINER_CLASSES
-from camcli.methods.scorecam import DEFAULT_SCORECAM_BATCH
-from camcli.models import DEFAULT_MODEL
+#: The built-in model used when none is named: it works offline
+#: (`camcli.compute.models.registry`).
+DEFAULT_MODEL = "efficientnet-lite0"
 
 #: Images per forward pass, for every command.
 DEFAULT_BATCH_SIZE = 32
 
-#: Deletion / insertion steps of the faithfulness metrics (`camcli.metrics`), when asked for.
+#: Deletion / insertion steps of the faithfulness metrics (`camcli.analysis.metrics`), when
+#: asked for.
 DEFAULT_METRIC_STEPS = 20
 
-#: A box keeps the map's pixels at or above this fraction of its maximum (`camcli.localise`).
+#: A box keeps the map's pixels at or above this fraction of its maximum
+#: (`camcli.analysis.localise`).
 #: Chosen by measurement (``python bench/boxes.py``; docs/PERFORMANCE.md).
 DEFAULT_BOX_THRESHOLD = 0.5
+
+#: Score-CAM's masked images per forward pass.
+DEFAULT_SCORECAM_BATCH = 64
+
+#: Finer-CAM: how much of the similar classes' logits is subtracted, and how many of them.
+FINER_ALPHA, FINER_CLASSES = 1.0, 3
+
+#: The kinds of target a record can answer (`camcli.compute.targets` plans them): an
+#: image's top class, its top K classes, a class asked for, or both of the last two.
+TARGET_KINDS = ("top1", "top-k", "class", "top-k+class")
+
+#: Where an asked class came from: ``--class``, the input's folder, or a table file.
+CLASS_SOURCES = ("option", "folder", "file")
 
 
 @dataclass(frozen=True)
@@ -59,14 +78,14 @@ class ExplainRequest:
     """What to explain (``method=None``: predict only, no map).
 
     Attributes:
-        method: a key of `camcli.methods.METHODS`, or None.
+        method: a key of `camcli.compute.methods.METHODS`, or None.
         layers: target layer names or nested paths (none: the model's registered layer,
             else the last spatial feature map); several are fused into one map.
         fuse: how several layers' maps become one: ``mean`` or ``max``.
         class_spec: the class to explain for every image (index, WordNet id or name);
             None explains each image's top-1 class.
         class_from: a class per image instead: ``folder`` (each input's parent folder
-            names it) or a table file (`camcli.classes`).
+            names it) or a table file (`camcli.io.tables`).
         skip_unknown_classes: with ``class_from``, give inputs whose class the model does
             not have an error record instead of refusing the run.
         top_k_maps: explain each image's K most probable classes, one map each.
@@ -74,19 +93,19 @@ class ExplainRequest:
             variance (None: all).
         scorecam_batch: Score-CAM: masked images per forward pass.
         smooth: ``aug`` (test-time augmentation) or ``eigen`` (first principal component);
-            None: no smoothing (`camcli.methods.base`).
+            None: no smoothing (`camcli.compute.methods.base`).
         finer_alpha: Finer-CAM: how much the similar classes' logits are subtracted.
         finer_classes: Finer-CAM: how many similar classes are compared.
         kernel: KPCA-CAM: the kernel of its kernel PCA.
         seed: RandomCAM: the seed of its random weights.
         metric_steps: measure each map's faithfulness with this many deletion / insertion
             steps (None: no such metrics).
-        road: measure each map's ROAD scores (`camcli.metrics.road`).
-        boxes: find each map's box (`camcli.localise.box`), record and draw it.
+        road: measure each map's ROAD scores (`camcli.analysis.metrics.road`).
+        boxes: find each map's box (`camcli.analysis.localise.box`), record and draw it.
         box_threshold: the fraction of the map's maximum a box keeps.
         token_grid: for a token layer (a vision transformer's), its patch grid
             ``(height, width)`` when the token count does not say it
-            (`camcli.models.tokens`).
+            (`camcli.compute.models.tokens`).
         prefix_tokens: for a token layer, the tokens before the patches (class,
             distillation, registers) when the token count does not say it.
     """
@@ -144,6 +163,7 @@ class BatchOptions:
         workers: threads decoding ahead of the model and writing behind it.
         shard: ``(K, N)``: process only the K-th of N disjoint parts of the inputs.
         style: how the pictures are drawn.
+        report: also write the run's report (``out_dir/index.html``) after it.
     """
 
     out_dir: str
@@ -155,11 +175,12 @@ class BatchOptions:
     workers: int = 2
     shard: tuple[int, int] | None = None
     style: RenderStyle = field(default_factory=RenderStyle)
+    report: bool = False
 
 
 @dataclass(frozen=True)
 class RayOptions:
-    """How ``batch --engine ray`` schedules the work on Ray Data (`camcli.ray_engine`).
+    """How ``batch --engine ray`` schedules the work on Ray Data (`camcli.run.ray_engine`).
 
     Attributes:
         address: a running cluster to join (``ray start --head``, KubeRay); None starts a
@@ -213,6 +234,51 @@ class TrainOptions:
     patterns: tuple[str, ...] | None = None
     batch_size: int = DEFAULT_BATCH_SIZE
     workers: int = 2
+
+
+@dataclass(frozen=True)
+class ScoreOptions:
+    """What ``camcli score`` compares a run with, and when it fails a CI job.
+
+    Attributes:
+        truth: the ground-truth table (`camcli.io.tables`: CSV, JSON lines, COCO).
+        labels_file: the model's class names (None: ImageNet's, or the names the records
+            show).
+        box_threshold: localise with boxes derived again from the saved maps at this
+            fraction of each map's maximum (None: the records' boxes).
+        min_pointing: fail below this pointing-game rate (None: no gate).
+        min_loc: fail below this localisation accuracy (None: no gate).
+    """
+
+    truth: str
+    labels_file: str | None = None
+    box_threshold: float | None = None
+    min_pointing: float | None = None
+    min_loc: float | None = None
+
+
+@dataclass(frozen=True)
+class AuditOptions:
+    """How ``camcli audit`` clusters a run's saved maps (`camcli.analysis.audit`).
+
+    Attributes:
+        classes: the explained classes to audit (empty: every class).
+        clusters: clusters per class (None: the eigengap chooses).
+        max_clusters: eigenvalues looked at for the eigengap.
+        grid: maps are resized to ``grid`` x ``grid`` before they are compared.
+        min_images: classes with fewer saved maps are skipped.
+        truth: a table of boxes (`ScoreOptions.truth`'s kind): each cluster's share of
+            map mass inside the objects' boxes.
+        make_report: also (re)write the run's report, with the audit in it.
+    """
+
+    classes: tuple[str, ...] = ()
+    clusters: int | None = None
+    max_clusters: int = 8
+    grid: int = 16
+    min_images: int = 10
+    truth: str | None = None
+    make_report: bool = True
 
 
 def default(cls: type, name: str):

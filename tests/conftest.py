@@ -29,7 +29,7 @@ SAMPLES = REPO / "sample_images"
 
 @pytest.fixture(scope="session")
 def keras():
-    from camcli.backend import tensorflow
+    from camcli.compute.backend import tensorflow
 
     tensorflow()
     import keras
@@ -110,7 +110,7 @@ def run(args, cwd=None):
 
 
 class Paused:
-    """A camcli subprocess that pauses at a point the test chooses (`camcli.checkpoints`):
+    """A camcli subprocess that pauses at a point the test chooses (`camcli.io.checkpoints`):
     ``Paused(command, "recorded", 12, folder)`` starts it, `wait` returns once it is paused
     there, `resume` lets it go on. The test kills or signals it at that point, not after a
     sleep that a fast or slow machine would turn into another test."""
@@ -118,7 +118,7 @@ class Paused:
     def __init__(self, command: list[str], point: str, count: int, folder: Path, **popen):
         import subprocess
 
-        from camcli.checkpoints import ENVIRONMENT
+        from camcli.io.checkpoints import ENVIRONMENT
 
         self.folder = folder
         folder.mkdir(parents=True, exist_ok=True)
@@ -262,14 +262,10 @@ def s3_server():
     settings = {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}", "AWS_ACCESS_KEY_ID": "test",
                 "AWS_SECRET_ACCESS_KEY": "test", "AWS_DEFAULT_REGION": "us-east-1"}
     saved = {key: os.environ.get(key) for key in settings}
-    os.environ.update(settings)
-    from camcli import storage
-
-    storage.configure({})  # forget stores made before the variables were set
+    os.environ.update(settings)  # each command's stores are made after this, and read them
     try:
         yield settings["AWS_ENDPOINT_URL"]
     finally:
-        storage.configure({})
         for key, value in saved.items():
             if value is None:
                 os.environ.pop(key, None)

@@ -12,8 +12,8 @@ import pytest
 from conftest import cards, dom, run, write_image
 from pasted import shortcut_maps, watermarked_tree
 
-from camcli import audit
-from camcli.manifest import ManifestWriter, Record, Request
+from camcli.analysis import audit
+from camcli.records.manifest import ManifestWriter, Record, Request
 
 
 def blob(center, size=16, width=2.0):

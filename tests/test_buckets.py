@@ -9,8 +9,9 @@ import sys
 import pytest
 from conftest import run, write_image
 
-from camcli import storage
 from camcli.errors import UsageProblem
+from camcli.io import locations, remote
+from camcli.io.storage import Storage
 
 
 def put_tree(local, url):
@@ -32,7 +33,7 @@ def objects(url):
 def records_of(out):
     """The manifest's records (all parts), by input relative to its tree, with the
     fields that do not depend on where the run was."""
-    from camcli.manifest import latest
+    from camcli.records.manifest import latest
 
     found = {}
     for path, group in latest(out).items():
@@ -140,12 +141,12 @@ def test_each_scheme_gets_its_fsspec_back_end(monkeypatch):
     pytest.importorskip("s3fs")
     import s3fs
 
-    assert isinstance(storage.store_for("s3://b/x").fs, s3fs.S3FileSystem)
+    assert isinstance(Storage().store("s3://b/x").fs, s3fs.S3FileSystem)
     from fsspec.registry import known_implementations
 
     for scheme_, implementation in (("gs", "gcsfs.GCSFileSystem"),
                                     ("az", "adlfs.AzureBlobFileSystem")):
-        assert storage.EXTRAS[scheme_][0] == implementation.split(".")[0]
+        assert remote.EXTRAS[scheme_][0] == implementation.split(".")[0]
         assert known_implementations[scheme_]["class"] == implementation
         try:  # installed here (camcli[gcs], camcli[azure]): the store is that class
             module = __import__(implementation.split(".")[0])
@@ -155,31 +156,29 @@ def test_each_scheme_gets_its_fsspec_back_end(monkeypatch):
 
         assert issubclass(fsspec.get_filesystem_class(scheme_),
                           getattr(module, implementation.split(".")[1]))
-    assert storage.store_for("/tmp/x") is storage.store_for("file:///tmp/x")
+    assert Storage().store("/tmp/x") is Storage().store("file:///tmp/x")
     for url, module, extra in (("gs://b/x", "gcsfs", "gcs"), ("az://c/x", "adlfs", "azure"),
                                ("s3://b/x", "s3fs", "s3")):
         monkeypatch.setitem(sys.modules, module, None)  # as if not installed
-        storage.configure({})
         with pytest.raises(UsageProblem) as caught:
-            storage.store_for(url)
+            Storage().store(url)
         assert str(caught.value) == (
             f"{url}: {url.split(':')[0]}:// needs {module}, which is not installed: "
             f"pip install 'camcli[{extra}]'")
-    storage.configure({})
 
 
 def test_locations_of_both_kinds():
-    assert storage.absolute("s3://b/a/../x//y/") == "s3://b/a/../x//y"  # keys are literal
-    assert storage.relative("s3://b/tree/../up.png", "s3://b/tree") == "%2E%2E/up.png"
-    assert storage.relative("s3://b/tree//x/./y.png", "s3://b/tree/") == "%2F/x/%2E/y.png"
-    assert storage.join("s3://b/out/", "x", "y.jpg") == "s3://b/out/x/y.jpg"
-    assert storage.join("s3://b/tree", "/lead.png") == "s3://b/tree//lead.png"  # literal
-    assert storage.join("s3://b/out", "a", "x.jpg") == "s3://b/out/a/x.jpg"
-    assert storage.dirname("s3://b/out/x.jpg") == "s3://b/out"
-    assert storage.relative("s3://b/tree/a/x.jpg", "s3://b/tree") == "a/x.jpg"
-    assert storage.scheme("file:///tmp/x") is None and storage.scheme("C:/x") is None
-    assert storage.inside("s3://b/out/x", "s3://b/out") and \
-        not storage.inside("s3://b/outer/x", "s3://b/out")
+    assert locations.absolute("s3://b/a/../x//y/") == "s3://b/a/../x//y"  # keys are literal
+    assert locations.relative("s3://b/tree/../up.png", "s3://b/tree") == "%2E%2E/up.png"
+    assert locations.relative("s3://b/tree//x/./y.png", "s3://b/tree/") == "%2F/x/%2E/y.png"
+    assert locations.join("s3://b/out/", "x", "y.jpg") == "s3://b/out/x/y.jpg"
+    assert locations.join("s3://b/tree", "/lead.png") == "s3://b/tree//lead.png"  # literal
+    assert locations.join("s3://b/out", "a", "x.jpg") == "s3://b/out/a/x.jpg"
+    assert locations.dirname("s3://b/out/x.jpg") == "s3://b/out"
+    assert locations.relative("s3://b/tree/a/x.jpg", "s3://b/tree") == "a/x.jpg"
+    assert locations.scheme("file:///tmp/x") is None and locations.scheme("C:/x") is None
+    assert locations.inside("s3://b/out/x", "s3://b/out") and \
+        not locations.inside("s3://b/outer/x", "s3://b/out")
 
 
 @pytest.mark.parametrize("point, count, flushed", [
@@ -271,7 +270,7 @@ def test_an_output_bucket_that_does_not_exist_is_one_line(tree, bucket, model_ar
 
 
 def test_store_refusals_are_named_without_secrets():
-    from camcli.storage import _unreachable
+    from camcli.io.remote import _unreachable
 
     class NoCredentialsError(Exception):
         pass
@@ -280,11 +279,10 @@ def test_store_refusals_are_named_without_secrets():
         "s3://b/x: access denied: check the credentials and the bucket's policy")
     assert str(_unreachable("s3://b/x", NoCredentialsError("Unable to locate"))).startswith(
         "s3://b/x: no credentials found")
-    storage.configure({"key": "AKIA-SECRET", "secret": "hush"})
-    try:
-        assert "SECRET" not in repr(storage.FsspecStore("s3"))
-    finally:
-        storage.configure({})
+    secret = {"key": "AKIA-SECRET", "secret": "hush"}
+    assert "SECRET" not in repr(remote.FsspecStore("s3", secret))
+    settings = Storage(secret)
+    assert "SECRET" not in repr(settings) and "hush" not in repr(settings)
 
 
 def test_ray_reads_and_writes_the_bucket_itself(tree, tmp_path, bucket, model_args):
@@ -402,12 +400,10 @@ def test_transient_errors_are_retried_and_a_lasting_one_fails_one_input(
     try:
         monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.url)
         monkeypatch.setenv("AWS_MAX_ATTEMPTS", "2")  # botocore's own retries, then s3fs's
-        storage.configure({})
         result = run(["batch", f"{bucket}/tree", "--out", str(tmp_path / "out"),
                       *model_args])
     finally:
         monkeypatch.undo()
-        storage.configure({})
         proxy.close()
     assert result.exit_code == 1, result.output  # the lasting one
     lines = {json.loads(x)["input"].rsplit("/", 1)[1]: json.loads(x) for x in
@@ -444,13 +440,44 @@ def test_the_other_commands_take_urls(tree, tmp_path, bucket, model_args):
         "two (one sub-folder per class)")
 
 
-def test_storage_options_are_key_value_pairs():
-    try:
-        assert run(["methods", "--storage-option", "anon=false", "--storage-option",
-                    "requester_pays=true"]).exit_code == 0
-        assert storage.current_options() == {"anon": "false", "requester_pays": "true"}
-        bad = run(["methods", "--storage-option", "anon"])
-        assert bad.exit_code == 2
-        assert "Invalid value for '--storage-option': 'anon' is not KEY=VALUE" in bad.stderr
-    finally:
-        storage.configure({})
+def test_storage_options_are_key_value_pairs_handed_down_as_a_value(monkeypatch, tmp_path):
+    """--storage-option before and after the command's name both count (the later wins),
+    and the command hands them down as one Storage value; nothing global is set."""
+    seen = []
+
+    def build_report(out_dir, workers=2, storage=None):
+        seen.append(storage)
+        raise UsageProblem("stopped here")
+
+    monkeypatch.setattr("camcli.analysis.report.build_report", build_report)
+    result = run(["--storage-option", "anon=false", "report", str(tmp_path),
+                  "--storage-option", "requester_pays=true", "--storage-option", "anon=true"])
+    assert result.exit_code == 2 and "stopped here" in result.stderr
+    assert seen[0].options == {"anon": "true", "requester_pays": "true"}
+    assert run(["report", str(tmp_path)]).exit_code == 2
+    assert seen[1].options == {}  # the next command starts afresh
+    bad = run(["methods", "--storage-option", "anon"])
+    assert bad.exit_code == 2
+    assert "Invalid value for '--storage-option': 'anon' is not KEY=VALUE" in bad.stderr
+
+
+def test_storage_travels_by_pickle_with_its_settings_only():
+    import pickle
+
+    settings = Storage({"anon": "true"}, part_records=7)
+    assert settings.store("s3://b/x") is settings.store("s3://b/y")  # one store a scheme
+    copy = pickle.loads(pickle.dumps(settings))
+    assert (copy.options, copy.part_records) == ({"anon": "true"}, 7) and copy == settings
+    assert copy.store("s3://b/x") is not settings.store("s3://b/x")  # made where it is used
+    assert copy.store("s3://b/x").part_records == 7
+
+
+@pytest.mark.parametrize("value", ["0", "-3", "x", "2.5"])
+def test_part_records_from_the_environment_are_checked(value, tmp_path, monkeypatch):
+    monkeypatch.setenv("CAMCLI_PART_RECORDS", value)
+    result = run(["report", str(tmp_path)])
+    assert result.exit_code == 2
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"Error: CAMCLI_PART_RECORDS={value!r}: give a whole number of records per manifest "
+        "part, at least 1 (default 256)")
+    assert Storage.from_settings(environ={"CAMCLI_PART_RECORDS": "3"}).part_records == 3

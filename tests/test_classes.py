@@ -8,9 +8,9 @@ import json
 import pytest
 from conftest import pasted_tree, run
 
-from camcli.classes import read_table
 from camcli.errors import UsageProblem
-from camcli.labels import imagenet
+from camcli.io.labels import imagenet
+from camcli.io.tables import read_table
 
 
 @pytest.fixture(scope="module")

@@ -405,7 +405,7 @@ def test_batch_top_k_maps_records_one_row_per_rank_and_resumes(photos, tmp_path,
 
 
 def test_readme_method_table_is_the_registry():
-    from camcli.methods import methods_table
+    from camcli.compute.methods import methods_table
 
     readme = (REPO / "README.md").read_text()
     start = readme.index("<!-- methods-table -->\n") + len("<!-- methods-table -->\n")
@@ -571,7 +571,7 @@ def test_a_full_disk_stops_the_single_image_commands_too(photos, tmp_path, model
                                                          monkeypatch):
     import errno
 
-    from camcli import atomic
+    from camcli.io import atomic
 
     real, written = atomic.write_atomic, []
 

@@ -13,13 +13,13 @@ import numpy as np
 import pytest
 from conftest import SAMPLES
 
+from camcli.compute.models import cache, efficientnet_lite, load
+from camcli.compute.models.torch_legacy import CheckpointError, read_state_dict
 from camcli.errors import ModelError
-from camcli.images import load_rgb, resize_for_model
-from camcli.inputs import discover
-from camcli.models import cache, efficientnet_lite, load
-from camcli.models.torch_legacy import CheckpointError, read_state_dict
+from camcli.io.images import load_rgb, resize_for_model
+from camcli.io.inputs import discover
 from camcli.options import ExplainRequest
-from camcli.session import Session
+from camcli.run.session import Session
 
 
 @pytest.fixture(scope="module")
@@ -219,7 +219,7 @@ def test_a_damaged_or_stale_cache_is_rebuilt(fresh_cache, damage, caplog):
 
 
 def test_two_processes_converting_at_once(fresh_cache):
-    code = ("from camcli.models import efficientnet_lite as L, cache;"
+    code = ("from camcli.compute.models import efficientnet_lite as L, cache;"
             "m = L.pretrained(); print(cache.weights_digest(m))")
     env = dict(os.environ, CAMCLI_CACHE=str(fresh_cache), TF_CPP_MIN_LOG_LEVEL="3")
     runs = [subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE,

@@ -11,9 +11,9 @@ import pytest
 from conftest import run, seeded_weights, write_image
 from test_methods import normalised
 
+from camcli.compute.methods import METHODS
+from camcli.compute.models import graph
 from camcli.errors import UsageProblem
-from camcli.methods import METHODS
-from camcli.models import graph
 
 
 def two_scale_model(keras):

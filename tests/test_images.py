@@ -8,7 +8,7 @@ from conftest import png_header_only, write_image
 from PIL import Image
 
 from camcli.errors import ImageError
-from camcli.images import load_rgb, resize_for_model
+from camcli.io.images import load_rgb, resize_for_model
 
 
 def test_exif_orientation_is_applied(tmp_path):

@@ -8,7 +8,7 @@ import pytest
 from conftest import write_image
 
 from camcli.errors import InputNotFound
-from camcli.inputs import discover
+from camcli.io.inputs import discover
 
 
 @pytest.fixture

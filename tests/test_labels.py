@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from camcli import labels
 from camcli.errors import ClassError, UsageProblem
+from camcli.io import labels
 
 
 def test_imagenet_names_ship_with_the_package():

@@ -7,8 +7,8 @@ import cv2
 import numpy as np
 import pytest
 
-from camcli.methods import CAM, GradCAM
-from camcli.models import graph
+from camcli.compute.methods import CAM, GradCAM
+from camcli.compute.models import graph
 
 SIZE, SHAPE = 32, 8
 

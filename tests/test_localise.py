@@ -12,8 +12,8 @@ import pytest
 from conftest import pasted_tree, run
 from PIL import Image
 
-from camcli import localise
-from camcli.manifest import ManifestWriter, Record, Request
+from camcli.analysis import localise
+from camcli.records.manifest import ManifestWriter, Record, Request
 
 
 def components_box(upsampled: np.ndarray, threshold: float):
@@ -220,7 +220,7 @@ def two_blobs() -> np.ndarray:
 
 
 def test_box_hits_by_hand():
-    from camcli.score import BOX_THRESHOLDS, box_hits
+    from camcli.analysis.score import BOX_THRESHOLDS, box_hits
 
     # The truth is the weak blob: a hit only while the threshold keeps it (t <= 0.6) and
     # drops the zeros around it (t > 0): then the weak blob is a region of its own.

@@ -12,14 +12,15 @@ import pytest
 from conftest import SAMPLES, TIED, run, tie_model, write_image
 from PIL import Image
 
-from camcli import labels, manifest
-from camcli.batch import plan
-from camcli.inputs import InputItem
-from camcli.manifest import Group, ManifestWriter, Record, Request
-from camcli.methods import rank_classes
-from camcli.models import LoadedModel
+from camcli.compute.methods import rank_classes
+from camcli.compute.models import LoadedModel
+from camcli.io import labels
+from camcli.io.inputs import InputItem
 from camcli.options import BatchOptions, ExplainRequest
-from camcli.session import Session
+from camcli.records import manifest
+from camcli.records.manifest import Group, ManifestWriter, Record, Request
+from camcli.run.batch import plan
+from camcli.run.session import Session
 
 
 @pytest.fixture
@@ -256,9 +257,9 @@ def test_batch_writes_panels_too(photos, tmp_path, model_args):
 def test_predict_by_default_is_the_model_in_fp32_even_on_a_bf16_cpu(monkeypatch):
     import keras
 
-    from camcli import backend
-    from camcli.images import load_rgb, resize_for_model
-    from camcli.models import load
+    from camcli.compute import backend
+    from camcli.compute.models import load
+    from camcli.io.images import load_rgb, resize_for_model
 
     monkeypatch.setattr(backend, "cpu_has_fast_bf16", lambda: True)  # e.g. Zen 4, SPR
     assert backend.resolve_precision("auto", "/CPU:0") == "bf16"  # auto would change it

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from conftest import gap_model, seeded_weights
 
-from camcli.methods import CAM, TOP1, GradCAM
-from camcli.models import graph
+from camcli.compute.methods import CAM, TOP1, GradCAM
+from camcli.compute.models import graph
 
 
 def conv3x3_same_relu(x, kernel, bias):

@@ -8,11 +8,11 @@ import pytest
 from conftest import SAMPLES
 from test_efficientnet_lite import BOXES
 
-from camcli.inputs import discover
-from camcli.methods import METHODS
-from camcli.models import load
+from camcli.compute.methods import METHODS
+from camcli.compute.models import load
+from camcli.io.inputs import discover
 from camcli.options import ExplainRequest
-from camcli.session import Session
+from camcli.run.session import Session
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from camcli import metrics
+from camcli.analysis import metrics
 
 SIZE = 32
 REGION = (slice(4, 12), slice(20, 28))  # rows, cols: the only pixels the "model" looks at

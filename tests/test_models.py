@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 from conftest import gap_model
 
+from camcli.compute.explainer import build_explainer
+from camcli.compute.methods import CAM
+from camcli.compute.models import BUILTIN, load
 from camcli.errors import CamNotApplicable, ModelError, UnknownModel, UsageProblem
-from camcli.explainer import build_explainer
-from camcli.methods import CAM
-from camcli.models import BUILTIN, load
 
 
 @pytest.mark.parametrize("name, map_size", [

@@ -9,7 +9,7 @@ import pytest
 from conftest import gap_model, seeded_weights
 from test_methods import nonlinear_model, normalised, reference
 
-from camcli.methods import (
+from camcli.compute.methods import (
     CAM,
     METHODS,
     EigenCAM,
@@ -20,7 +20,7 @@ from camcli.methods import (
     ScoreCAM,
     XGradCAM,
 )
-from camcli.models import graph
+from camcli.compute.models import graph
 
 CLASSES = np.array([0, 3, 1, 2], dtype=np.int32)  # a different class per image
 
@@ -176,9 +176,9 @@ def test_eigencam_does_not_depend_on_the_class(keras, batch):
 def test_ranked_maps_are_each_rank_s_map(keras, batch, method, passes):
     """--top-k-maps: each rank's map is the method's map of that class; a method whose map
     does not depend on the class runs once, the others once per rank."""
-    from camcli.explainer import Explainer
-    from camcli.methods import TOP1
-    from camcli.targets import Targets
+    from camcli.compute.explainer import Explainer
+    from camcli.compute.methods import TOP1
+    from camcli.compute.targets import Targets
 
     explained = graph.build(gap_model(keras, seed=2))
     run = method(explained)

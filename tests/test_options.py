@@ -10,7 +10,8 @@ import pytest
 from click.testing import CliRunner
 
 from camcli import options as options_module
-from camcli.cli import Location, main
+from camcli.cli import main
+from camcli.cli.params import Location
 from camcli.options import Given
 
 # -- the mechanism ------------------------------------------------------------------------
@@ -50,7 +51,9 @@ def test_a_value_is_taken_once():
 #: (checked by the command's own tests).
 USED_BY_THE_COMMAND = {
     "predict": {"top_k", "fmt"},
-    "batch": {"metrics", "make_report", "engine"},
+    "batch": {"metrics", "engine"},
+    "audit": {"fmt"},
+    "score": {"fmt"},
 }
 
 #: Options not given: they exclude another option given here (-o with --out), are the old
@@ -67,7 +70,8 @@ TUPLED = {"layer"}
 #: A valid value that differs from the default, for options a callback parses; the value
 #: the field then holds.
 PARSED = {"shard": ("2/3", (2, 3)), "actors": ("2:3", (2, 3)), "token_grid": ("3x4", (3, 4)),
-          "colormap": ("viridis", "viridis"), "class_from": ("folder", "folder")}
+          "colormap": ("viridis", "viridis"), "class_from": ("folder", "folder"),
+          "clusters": ("3", 3)}
 
 
 class Stop(Exception):
@@ -78,11 +82,12 @@ class Stop(Exception):
 def built(monkeypatch):
     """What a command builds: every request object (`Given.build`), and the arguments of
     the library calls the commands make, which do nothing here."""
-    import camcli.batch
-    import camcli.ray_engine
-    import camcli.session
-    import camcli.single
-    import camcli.train
+    import camcli.analysis.audit
+    import camcli.analysis.score
+    import camcli.run.batch
+    import camcli.run.session
+    import camcli.run.single
+    import camcli.run.train
 
     made: dict[str, object] = {}
     real_build = Given.build
@@ -96,26 +101,31 @@ def built(monkeypatch):
             made["stream"] = {"batch_size": batch_size}
             return iter(())
 
-    def open_session(model, explain, progress=None):
+    def open_session(model, explain, progress=None, storage=None):
         return Session()
 
     def explain_images(items, session, output, out_dir, style, batch_size):
         made["explain_images"] = {"out_dir": out_dir, "batch_size": batch_size}
         return iter(())
 
-    def run_batch(*args, **kwargs):
+    def batch(inputs, model, explain, options, ray, *args, **kwargs):
+        assert ray is made["RayOptions"]  # --engine ray: the options go to the engine
         raise Stop
 
-    def train(tree, model, settings, reporter, layers, command):
+    def train(tree, model, settings, reporter, layers, command, storage):
         made["train"] = {"layers": layers}
         raise Stop
 
+    def stop(*args, **kwargs):
+        raise Stop
+
     monkeypatch.setattr(Given, "build", build)
-    monkeypatch.setattr(camcli.session, "open_session", open_session)
-    monkeypatch.setattr(camcli.single, "explain_images", explain_images)
-    monkeypatch.setattr(camcli.batch, "run_batch", run_batch)
-    monkeypatch.setattr(camcli.train, "train", train)
-    monkeypatch.setattr(camcli.ray_engine, "RayEngine", lambda *args, **kwargs: None)
+    monkeypatch.setattr(camcli.run.session, "open_session", open_session)
+    monkeypatch.setattr(camcli.run.single, "explain_images", explain_images)
+    monkeypatch.setattr(camcli.run.batch, "run", batch)
+    monkeypatch.setattr(camcli.run.train, "train", train)
+    monkeypatch.setattr(camcli.analysis.audit, "run", stop)
+    monkeypatch.setattr(camcli.analysis.score, "score", stop)
     return made
 
 
@@ -126,7 +136,7 @@ def value_for(param: click.Option, context: click.Context, tmp_path):
         return PARSED[param.name]
     kind = param.type
     if param.is_flag:
-        return None, True
+        return None, not param.get_default(context)
     if isinstance(kind, click.Choice):
         default = param.get_default(context)
         choice = next(c for c in kind.choices if c != default)
@@ -155,7 +165,7 @@ def value_for(param: click.Option, context: click.Context, tmp_path):
 
 
 COMMANDS = {"predict": "IMAGE", "cam": "IMAGE", "gradcam": "IMAGE", "explain": "IMAGE",
-            "batch": "IMAGE", "train": "TREE"}
+            "batch": "IMAGE", "train": "TREE", "audit": "TREE", "score": "IMAGE"}
 
 
 @pytest.mark.parametrize("name", sorted(COMMANDS))
@@ -172,7 +182,8 @@ def test_every_option_reaches_its_field(name, built, tmp_path):
                 or param.name in NOT_GIVEN.get(name, ()):
             continue
         given, want = value_for(param, context, tmp_path)
-        flag = max(param.opts, key=len)
+        on = param.is_flag and param.get_default(context)  # --report/--no-report: give --no-...
+        flag = max(param.secondary_opts if on else param.opts, key=len)
         args += [flag] if given is None else [flag, given]
         if param.name not in USED_BY_THE_COMMAND.get(name, ()):
             expected[param.name] = (want,) if param.multiple or param.name in TUPLED else want

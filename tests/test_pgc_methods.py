@@ -10,8 +10,7 @@ import pytest
 from conftest import seeded_weights
 from test_methods import conv3x3_same_relu, nonlinear_model, normalised
 
-from camcli.errors import UsageProblem
-from camcli.methods import (
+from camcli.compute.methods import (
     KPCACAM,
     METHODS,
     AblationCAM,
@@ -25,7 +24,8 @@ from camcli.methods import (
     ScoreCAM,
     ShapleyCAM,
 )
-from camcli.models import graph
+from camcli.compute.models import graph
+from camcli.errors import UsageProblem
 
 CLASSES = np.array([0, 3, 1, 2], dtype=np.int32)
 
@@ -307,8 +307,8 @@ def scaled(term):
 
 def test_fullgrad_sums_input_and_bias_gradients(keras):
     model = fullgrad_model(keras)
-    assert FullGrad.target_layers(model) == ["conv", "bn"]
-    explained = graph.build(model, FullGrad.target_layers(model))
+    assert FullGrad.own_layers(model) == ["conv", "bn"]
+    explained = graph.build(model, FullGrad.own_layers(model))
     images = np.random.default_rng(2).uniform(-1, 1, (2, 6, 6, 3)).astype("float32")
     result = FullGrad(explained)(images, 2)
     kernel, conv_bias = [w.astype(np.float64) for w in model.get_layer("conv").get_weights()]
@@ -344,12 +344,12 @@ def test_fullgrad_refuses_models_without_biases_and_fused_activations(keras):
     bare = keras.Model(inputs, keras.layers.Dense(2)(x), name="bare")
     with pytest.raises(UsageProblem, match="fullgrad needs convolutions with a bias or batch "
                                            "normalisations, and model 'bare' has none"):
-        FullGrad.target_layers(bare)
+        FullGrad.own_layers(bare)
     x = keras.layers.Conv2D(2, 3, activation="tanh", name="tanhy")(inputs)
     x = keras.layers.GlobalAveragePooling2D()(x)
     tanh = keras.Model(inputs, keras.layers.Dense(2)(x))
     with pytest.raises(UsageProblem, match="layer 'tanhy' applies a 'tanh' activation"):
-        FullGrad(graph.build(tanh, FullGrad.target_layers(tanh)))
+        FullGrad(graph.build(tanh, FullGrad.own_layers(tanh)))
 
 
 # -- smoothing -----------------------------------------------------------------------------

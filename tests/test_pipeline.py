@@ -8,11 +8,12 @@ import numpy as np
 import pytest
 from conftest import gap_model, write_image
 
-from camcli import atomic, labels, pipeline, render
-from camcli.batch import run_batch
-from camcli.models import LoadedModel
+from camcli.compute.models import LoadedModel
+from camcli.io import atomic, labels
 from camcli.options import BatchOptions
-from camcli.session import Session
+from camcli.run import pipeline, render
+from camcli.run.batch import run_batch
+from camcli.run.session import Session
 
 
 @pytest.fixture
@@ -37,10 +38,10 @@ def test_an_unexpected_decoder_failure_is_one_error_row(explainer, folder, tmp_p
                                                         monkeypatch):
     real = pipeline.load_rgb
 
-    def flaky(path):
+    def flaky(path, storage=None):
         if path.endswith("b.jpg"):
             raise RuntimeError("decoder exploded")
-        return real(path)
+        return real(path, storage)
 
     monkeypatch.setattr(pipeline, "load_rgb", flaky)
     summary = run_batch([str(folder)], explainer, BatchOptions(out_dir=str(tmp_path / "o")))
@@ -71,7 +72,7 @@ def test_a_rendering_failure_is_one_error_row(explainer, folder, tmp_path, monke
 
 
 def test_stream_keeps_input_order_across_batches(explainer, tmp_path):
-    from camcli.inputs import discover
+    from camcli.io.inputs import discover
 
     for i in range(7):
         write_image(tmp_path / "s" / f"{i}.png", size=(20 + i, 20))
@@ -115,7 +116,7 @@ def test_disk_full_stops_the_run_and_resume_finishes_it(explainer, tmp_path, mon
 
 
 def test_shards_partition_the_inputs_and_keep_name_collisions_together():
-    from camcli.batch import in_shard
+    from camcli.run.batch import in_shard
 
     names = [f"class_{c}/img_{i:04d}.jpg" for c in range(5) for i in range(200)]
     owners = [[k for k in range(1, 5) if in_shard(n, (k, 4))] for n in names]

@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 from conftest import SAMPLES
 
-from camcli import backend
+from camcli.compute import backend
+from camcli.compute.models import load
 from camcli.errors import DeviceError
-from camcli.inputs import discover
-from camcli.models import load
+from camcli.io.inputs import discover
 from camcli.options import ExplainRequest
-from camcli.session import Session
+from camcli.run.session import Session
 
 
 def explain_samples(precision: str, method: str):

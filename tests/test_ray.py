@@ -137,10 +137,10 @@ CRASHER = '''
 import importlib.abc, importlib.machinery, os, sys
 
 class Patch(importlib.abc.MetaPathFinder):
-    """When camcli.batch is imported, make its Executor kill the process on 'crash' files."""
+    """When camcli.run.batch is imported, make its Executor kill the process on 'crash' files."""
 
     def find_spec(self, name, path, target=None):
-        if name != "camcli.batch":
+        if name != "camcli.run.batch":
             return None
         sys.meta_path.remove(self)
         spec = importlib.machinery.PathFinder.find_spec(name, path)
@@ -181,7 +181,7 @@ def test_a_batch_lost_for_good_is_counted_and_redone(ray_cluster, tmp_path, mode
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 1, done.stderr[-3000:]
     # CALL_BATCHES images go to an actor at once: the crashing call's are all lost.
-    from camcli.ray_engine import CALL_BATCHES
+    from camcli.run.ray_engine import CALL_BATCHES
 
     found = re.search(r"13 inputs: (\d+) written, 0 already done, 0 failed, (\d+) not done "
                       r"\(run again\)", done.stderr)

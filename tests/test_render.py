@@ -8,8 +8,8 @@ import cv2
 import numpy as np
 import pytest
 
-from camcli import render
-from camcli.atomic import write_atomic
+from camcli.io.atomic import write_atomic
+from camcli.run import render
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ import html5lib
 import pytest
 from conftest import cards, dom, run, write_image
 
-from camcli.report import PAGE_SIZE, build_report
+from camcli.analysis.report import PAGE_SIZE, build_report
 
 
 @pytest.fixture(scope="module")

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 from conftest import run, seeded_weights, write_image
 
+from camcli.compute.methods import METHODS
+from camcli.compute.models import graph
+from camcli.compute.models.tokens import TokenGrid, infer, to_grid
 from camcli.errors import LayerError
-from camcli.methods import METHODS
-from camcli.models import graph
-from camcli.models.tokens import TokenGrid, infer, to_grid
 
 
 @pytest.mark.parametrize("prefix", [0, 1, 2, 5])

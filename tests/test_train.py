@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from conftest import pasted_tree, run
 
-from camcli.models import load
+from camcli.compute.models import load
 
 #: Six classes named as a user would, none of them ImageNet's own spelling.
 PHOTOS = {"cat.jpg": "my_cat", "coffee.jpg": "Coffee Cup", "camera.png": "camera-rig",
@@ -146,14 +146,14 @@ def test_the_old_name_of_output_still_works_with_a_warning(trained, tmp_path):
 
 
 def test_an_interrupted_save_leaves_no_model(trained, tmp_path, monkeypatch):
-    import camcli.models
+    import camcli.compute.models
 
     work, _, _ = trained
 
     def interrupted(path, meta):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(camcli.models, "write_metadata", interrupted)
+    monkeypatch.setattr(camcli.compute.models, "write_metadata", interrupted)
     out = tmp_path / "models" / "m.keras"
     result = run(["train", str(work / "tree"), "-o", str(out), "-q"])
     assert result.exit_code == 1 and "Aborted!" in result.output  # click's Ctrl-C

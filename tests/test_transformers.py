@@ -13,9 +13,9 @@ import pytest
 from conftest import run
 from PIL import Image
 
+from camcli.compute.methods import METHODS
+from camcli.compute.models import capture, graph
 from camcli.errors import LayerError, ModelError
-from camcli.methods import METHODS
-from camcli.models import capture, graph
 
 #: model -> (its default address below the outer model, prefix tokens, grid)
 DEFAULTS = {
@@ -151,7 +151,7 @@ def test_every_method_runs_at_a_block_and_gives_maps_of_the_grid(method, hub, ph
 
 def test_cam_at_a_block_says_why_not(hub):
     model, _, address = hub["vit"]
-    with pytest.raises(Exception, match="CAM reads the classifier after a layer's output"):
+    with pytest.raises(Exception, match="is inside another layer, not a layer's output"):
         METHODS["cam"](graph.build(model, address))
 
 
@@ -235,7 +235,7 @@ def test_the_call_is_restored_when_the_pass_fails(hub):
 
 
 def test_a_keras_hub_file_without_keras_hub_names_the_extra(hub, monkeypatch):
-    from camcli.models import loading
+    from camcli.compute.models import loading
 
     monkeypatch.setitem(sys.modules, "keras_hub", None)
     _, path, _ = hub["vit"]

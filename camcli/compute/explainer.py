@@ -1,0 +1,203 @@
+"""The compute layer: a batch of images and the classes to explain in, an explanation out.
+
+`Explainer` is camcli's counterpart of pytorch-grad-cam's ``BaseCAM(input_tensor,
+targets)``: it holds the model split at its target layer(s) and a method, takes images
+already resized to the model's input and a `camcli.compute.targets.Targets` value, and returns the
+probabilities and every image's maps. It knows nothing of files, requests, records, class
+tables, devices to choose or boxes; `build_explainer` makes one from an
+`camcli.options.ExplainRequest`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+
+import numpy as np
+
+from camcli.compute.backend import tensorflow
+from camcli.compute.methods import METHODS, BaseCAM, Predictor
+from camcli.compute.models import LoadedModel, graph
+from camcli.compute.models.preprocess import preprocess
+from camcli.compute.targets import Targets
+from camcli.errors import UsageProblem
+from camcli.options import ExplainRequest, default
+
+
+@dataclass
+class ExplainedMap:
+    """One map of one image.
+
+    Attributes:
+        class_index: the class it explains.
+        heatmap: the [0, 1] map at feature-map resolution (None when only predicting).
+        rank: with --top-k-maps, the class's rank (1 = most probable); else None.
+    """
+
+    class_index: int
+    heatmap: np.ndarray | None
+    rank: int | None = None
+
+
+@dataclass
+class BatchExplanation:
+    """What `Explainer` returns for a batch.
+
+    Attributes:
+        probabilities: ``(n, classes)``.
+        maps: per image, its maps in order: one, or one per rank then the asked class's.
+    """
+
+    probabilities: np.ndarray
+    maps: list[list[ExplainedMap]]
+
+
+class Explainer:
+    """A model split at its target layer(s), with a method (or prediction only).
+
+    Args:
+        explained: the split model (`camcli.compute.models.graph.build`).
+        method: a `camcli.compute.methods.BaseCAM` on ``explained``, or a `Predictor` (no maps).
+        preprocess: the preprocessing mode of the model's inputs.
+        input_size: ``(height, width)`` the images must be resized to.
+        device: the TensorFlow device to run on (None: TensorFlow's placement).
+    """
+
+    def __init__(self, explained: graph.ExplainGraph, method: BaseCAM | Predictor,
+                 preprocess: str, input_size: tuple[int, int], device: str | None = None):
+        self.graph = explained
+        self.method = method
+        self.preprocess = preprocess
+        self.input_size = input_size
+        self.device = device
+        self._scorer: Predictor | None = None
+
+    @property
+    def method_name(self) -> str | None:
+        """The method's name; None when only predicting."""
+        return self.method.name
+
+    @property
+    def layer(self) -> str | tuple[str, ...]:
+        """The target layer's path; with several layers fused, their paths."""
+        layers = self.graph.layers
+        return layers[0] if len(layers) == 1 else tuple(layers)
+
+    @property
+    def fuse(self) -> str | None:
+        """How several layers' maps are fused; None with one layer."""
+        return self.method.fuse if len(self.graph.layers) > 1 else None
+
+    @property
+    def tokens(self) -> str | tuple[str | None, ...] | None:
+        """How token layers made their maps, ``"P+HxW"`` (a record's ``tokens``): one
+        value, or one per layer with several; None when no layer is a token layer."""
+        said = [None if g is None else f"{g.prefix}+{g.height}x{g.width}"
+                for g in (self.graph.grids or [None] * len(self.graph.layers))]
+        if all(s is None for s in said):
+            return None
+        return said[0] if len(said) == 1 else tuple(said)
+
+    @property
+    def num_classes(self) -> int:
+        return self.graph.num_classes
+
+    def on_device(self):
+        """Run on the device given (else where TensorFlow places it)."""
+        if self.device is None:
+            return contextlib.nullcontext()
+        return tensorflow().device(self.device)
+
+    def __call__(self, resized: np.ndarray, targets: Targets) -> BatchExplanation:
+        """Explain a float32 RGB batch already resized to `input_size`, [0, 255]."""
+        batch = preprocess(self.preprocess, resized)
+        with self.on_device():
+            first = self.method(batch, targets.first)
+            maps = [[ExplainedMap(int(c), m, targets.first_rank)]
+                    for c, m in zip(first.class_index, _maps_or_none(first), strict=True)]
+            for later in targets.passes(first.probabilities):
+                if self.method.class_specific:
+                    computed = self.method(batch[later.rows], later.classes).maps
+                else:  # the same map whatever the class (EigenCAM)
+                    computed = first.maps[later.rows]
+                for row, class_index, heatmap in zip(later.rows, later.classes, computed,
+                                                     strict=True):
+                    maps[row].append(ExplainedMap(int(class_index), heatmap, later.rank))
+        return BatchExplanation(first.probabilities, maps)
+
+    def probability_of(self, resized: np.ndarray, classes: np.ndarray) -> np.ndarray:
+        """Probabilities of ``classes`` (one per image) for RGB [0, 255] model inputs."""
+        if self._scorer is None:
+            self._scorer = Predictor(self.graph)
+        batch = preprocess(self.preprocess, resized)
+        with self.on_device():
+            explanation = self._scorer(batch, np.asarray(classes, np.int32))
+        return explanation.probabilities[np.arange(len(batch)), explanation.class_index]
+
+    def first_maps(self, explained: BatchExplanation) -> tuple:
+        """Each image's first map, its class and the class's probability: what the
+        metrics (`camcli.analysis.metrics`) measure, with `probability_of`."""
+        classes = np.array([first[0].class_index for first in explained.maps], np.int32)
+        heatmaps = np.stack([first[0].heatmap for first in explained.maps])
+        return heatmaps, classes, explained.probabilities[np.arange(len(classes)), classes]
+
+
+def _maps_or_none(explanation) -> list:
+    if explanation.maps is None:
+        return [None] * len(explanation.class_index)
+    return list(explanation.maps)
+
+
+def build_explainer(loaded: LoadedModel, request: ExplainRequest = ExplainRequest(),
+                    device: str | None = None, progress=None) -> Explainer:
+    """Split ``loaded`` at the request's layers and build its method.
+
+    ``progress``: the hook of methods that show their own progress (Score-CAM).
+
+    Raises:
+        LayerError, CamNotApplicable: the request does not fit the model.
+        UsageProblem: a method's option given with another method.
+    """
+    check_method_options(request)
+    kind = METHODS[request.method] if request.method else None
+    layers, source = list(request.layers), "as asked"
+    if not layers:
+        layers, source = loaded.default_layer, f"the registered layer of {loaded.name}"
+    own = kind.own_layers(loaded.model) if kind is not None else None
+    if own is not None:
+        if request.layers:
+            raise UsageProblem(f"{kind.name} has no target layer: it uses every convolution's "
+                               "bias and batch normalisation itself; drop {layers}", ("layers",))
+        layers, source = own, f"{kind.name}'s bias layers"
+    explained = graph.build(loaded.model, layers, source, request.token_grid,
+                            request.prefix_tokens)
+    if kind is None:
+        method = Predictor(explained)
+    else:
+        options = {name: getattr(request, name) for name in kind.options}
+        if kind.shows_progress:
+            options["progress"] = progress
+        method = kind(explained, request.fuse, request.smooth, **options)
+    return Explainer(explained, method, loaded.preprocess, loaded.input_size, device)
+
+
+def check_method_options(request: ExplainRequest) -> None:
+    """Refuse a method's own options (`BaseCAM.options`) given with another method.
+
+    Raises:
+        UsageProblem: naming the options and the methods they apply to.
+    """
+    chosen = METHODS[request.method].options if request.method else ()
+    owners: dict[str, tuple[str, ...]] = {}
+    for method in METHODS.values():
+        for name in method.options:
+            owners[name] = (*owners.get(name, ()), method.name)
+    for name in owners:
+        if name in chosen or getattr(request, name) == default(ExplainRequest, name):
+            continue
+        together = [other for other in owners if owners[other] == owners[name]]
+        methods = owners[name]
+        raise UsageProblem(
+            f"{' and '.join('{' + n + '}' for n in together)} "
+            f"appl{'ies' if len(together) == 1 else 'y'} to the {' and '.join(methods)} "
+            f"method{'s' if len(methods) > 1 else ''} only", tuple(together))
