@@ -57,6 +57,29 @@ def pasted_tree(root: Path, per_class: int = 2, size: int = 320, seed: int = 0,
     return made
 
 
+def corner_pasted(path: Path, photo: str, corner: str, canvas: int = 448,
+                  fraction: float = 0.5, seed: int = 0) -> tuple:
+    """``photo`` shrunk to ``fraction`` of a ``canvas`` x ``canvas`` smooth random
+    background and pasted 8 pixels from its ``corner`` (``top-left``, ``top-right``,
+    ``bottom-left``, ``bottom-right``), saved at ``path``. Returns the pasted photo's box
+    ``(x0, y0, x1, y1)`` in the picture (all that is not background), far enough from the
+    centre that a map peaking at the centre misses it."""
+    rng = np.random.default_rng(seed)
+    with Image.open(SAMPLES / photo) as opened:
+        whole = opened.convert("RGB")
+    coarse = rng.uniform(40, 215, (4, 4, 3)).astype(np.uint8)
+    picture = Image.fromarray(coarse).resize((canvas, canvas), Image.BICUBIC)
+    factor = fraction * canvas / max(whole.size)
+    width, height = round(whole.width * factor), round(whole.height * factor)
+    vertical, horizontal = corner.split("-")
+    x0 = 8 if horizontal == "left" else canvas - width - 8
+    y0 = 8 if vertical == "top" else canvas - height - 8
+    picture.paste(whole.resize((width, height), Image.LANCZOS), (x0, y0))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    picture.save(path, quality=92)
+    return x0, y0, x0 + width, y0 + height
+
+
 def watermarked_tree(root: Path, per_class: int = 40, marked: float = 0.85, mark: int = 56,
                      size: int = 224, seed: int = 1) -> set[str]:
     """A Clever-Hans tree: two classes, ``a`` and ``b``, of the same pictures (any of the six

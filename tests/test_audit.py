@@ -187,10 +187,12 @@ def test_the_audit_finds_the_watermark_a_model_learnt(clever_hans):
     x, y = shortcut["peak"]
     assert x < 0.3 and y < 0.3, shortcut["peak"]
     assert shortcut["quadrants"]["top_left"] > 0.5, shortcut["quadrants"]
-    # no cluster of clean pictures looks at that corner
-    for cluster in clusters:
-        if not marked & set(cluster["members"]):
-            assert cluster["peak"][0] > 0.3 or cluster["peak"][1] > 0.3, cluster
+    # no cluster of mostly clean pictures looks at that corner; there are such clusters
+    # (class b's pictures are all clean), and they hold every clean picture but a few
+    clean = [k for k in clusters if len(marked & set(k["members"])) < 0.5 * k["size"]]
+    assert sum(k["size"] for k in clean) >= 80 - len(marked) - 4, clean
+    for cluster in clean:
+        assert cluster["peak"][0] > 0.3 or cluster["peak"][1] > 0.3, cluster
 
 
 def test_the_report_shows_the_audit_and_clicks_through_to_a_cluster(clever_hans):

@@ -7,9 +7,15 @@ import pytest
 from conftest import gap_model
 
 from camcli.compute.explainer import build_explainer
-from camcli.compute.methods import CAM
+from camcli.compute.methods import CAM, TOP1
 from camcli.compute.models import BUILTIN, load
+from camcli.compute.models.preprocess import preprocess
+from camcli.compute.targets import Targets
 from camcli.errors import CamNotApplicable, ModelError, UnknownModel, UsageProblem
+
+#: The keras.applications module whose own preprocess_input each built-in's mode must equal.
+KERAS_PREPROCESS = {"resnet50": "resnet50", "vgg16": "vgg16", "mobilenet_v2": "mobilenet_v2",
+                    "efficientnetb0": "efficientnet"}
 
 
 @pytest.mark.parametrize("name, map_size", [
@@ -17,6 +23,8 @@ from camcli.errors import CamNotApplicable, ModelError, UnknownModel, UsageProbl
     ("efficientnetb0", 7),
 ])
 def test_builtin_model_registered_layer_and_head(name, map_size):
+    import keras
+
     loaded = load(name, weights=None)
     assert loaded.input_size == (224, 224) and len(loaded.labels) == 1000
     explainer = build_explainer(loaded)  # Grad-CAM, the default method
@@ -28,6 +36,15 @@ def test_builtin_model_registered_layer_and_head(name, map_size):
     else:
         with pytest.raises(CamNotApplicable, match="use gradcam instead"):
             CAM(explainer.graph)
+    photos = np.random.default_rng(0).uniform(0, 255, (2, 224, 224, 3)).astype("float32")
+    batch = preprocess(loaded.preprocess, photos)
+    if name in KERAS_PREPROCESS:  # the registry's mode is what Keras feeds this family
+        family = getattr(keras.applications, KERAS_PREPROCESS[name])
+        np.testing.assert_allclose(batch, family.preprocess_input(photos.copy()), atol=1e-4)
+    # the split model (softmax peeled off, then put back) gives the model's own numbers
+    explained = explainer(photos, Targets(np.full(2, TOP1, np.int32)))
+    np.testing.assert_allclose(explained.probabilities, loaded.model(batch, training=False),
+                               rtol=1e-4, atol=1e-6)
 
 
 def test_failed_imagenet_download_says_what_to_do(monkeypatch, capsys):
