@@ -27,6 +27,17 @@ REPO = Path(__file__).resolve().parent.parent
 SAMPLES = REPO / "sample_images"
 
 
+#: Markers from the fixtures a test uses (see pyproject's markers).
+FIXTURE_MARKERS = {"ray_cluster": "ray", "s3_server": "s3", "hub": "hub"}
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        for fixture, marker in FIXTURE_MARKERS.items():
+            if fixture in getattr(item, "fixturenames", ()):
+                item.add_marker(marker)
+
+
 @pytest.fixture(scope="session")
 def keras():
     from camcli.compute.backend import tensorflow
@@ -289,6 +300,35 @@ def bucket(s3_server, request):
     name = f"t{abs(hash(request.node.nodeid)) % 10**8:08d}-{name}"[:63].rstrip("-")
     boto3.client("s3").create_bucket(Bucket=name)
     return f"s3://{name}"
+
+
+# -- one trained head for the session ----------------------------------------------------
+
+#: Six classes named as a user would, none of them ImageNet's own spelling.
+TRAIN_PHOTOS = {"cat.jpg": "my_cat", "coffee.jpg": "Coffee Cup", "camera.png": "camera-rig",
+                "motorcycle.jpg": "bike", "rocket.jpg": "rocket", "astronaut.jpg": "astronaut"}
+#: The arguments `trained` trains with (besides the tree and the output).
+TRAIN_ARGS = ["--val-split", "0.25", "--seed", "3", "-q"]
+
+
+def train_tree(root, per_class, seed):
+    return pasted_tree(root, per_class=per_class, seed=seed, scale=(0.35, 0.7),
+                       photos=TRAIN_PHOTOS, crop=0.6)
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory):
+    """``camcli train`` on six pasted classes, once a session: ``(work folder, model,
+    result)``; the tree is ``work/tree`` (with a broken file and one outside the classes)."""
+    work = tmp_path_factory.mktemp("train")
+    train_tree(work / "tree", per_class=8, seed=1)
+    (work / "tree" / "bike" / "broken.jpg").write_bytes(b"not an image")  # skipped, listed
+    (work / "tree" / "loose.jpg").write_bytes((work / "tree" / "rocket" / "rocket_0.jpg")
+                                              .read_bytes())  # not in a class folder
+    model = work / "model.keras"
+    result = run(["train", str(work / "tree"), "-o", str(model), *TRAIN_ARGS])
+    assert result.exit_code == 0, result.output
+    return work, model, result
 
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")

@@ -195,6 +195,7 @@ def test_the_audit_finds_the_watermark_a_model_learnt(clever_hans):
         assert cluster["peak"][0] > 0.3 or cluster["peak"][1] > 0.3, cluster
 
 
+@pytest.mark.chromium
 def test_the_report_shows_the_audit_and_clicks_through_to_a_cluster(clever_hans):
     """``audit`` wrote the run's report with an Audit section; in Chromium: per class the
     spectrum with its gap, every map a point of the 2-D picture coloured by cluster, each

@@ -481,3 +481,31 @@ def test_part_records_from_the_environment_are_checked(value, tmp_path, monkeypa
         f"Error: CAMCLI_PART_RECORDS={value!r}: give a whole number of records per manifest "
         "part, at least 1 (default 256)")
     assert Storage.from_settings(environ={"CAMCLI_PART_RECORDS": "3"}).part_records == 3
+
+
+def test_train_writes_its_model_into_a_bucket_with_the_same_weights(trained, bucket, tmp_path,
+                                                                    monkeypatch):
+    """``train -o s3://...``: Keras saves to a local temporary file, which is uploaded
+    whole, and the report goes beside it; nothing is written on local disk (no ``./s3:/``
+    folder). The same tree and seed give the session's trained head, weight for weight."""
+    import fsspec
+    import numpy as np
+    from conftest import TRAIN_ARGS
+
+    from camcli.compute.models import load
+
+    work, model, _ = trained
+    monkeypatch.chdir(tmp_path)  # where a path mistaken for a local one would appear
+    result = run(["train", str(work / "tree"), "-o", f"{bucket}/models/m.keras", *TRAIN_ARGS])
+    assert result.exit_code == 0, result.output
+    assert objects(bucket) == [f"{bucket[5:]}/models/m.json", f"{bucket[5:]}/models/m.keras"]
+    assert list(tmp_path.iterdir()) == []
+    report = json.loads(fsspec.filesystem("s3").cat(f"{bucket[5:]}/models/m.json"))
+    assert report["model"] == f"{bucket}/models/m.keras"
+    first, again = load(str(model)), load(f"{bucket}/models/m.keras")  # through the store
+    assert again.labels.names == first.labels.names
+    for a, b in zip(first.model.get_weights(), again.model.get_weights(), strict=True):
+        assert np.array_equal(a, b)
+    refused = run(["train", str(work / "tree"), "-o", f"{bucket}/models/m.keras"])
+    assert refused.exit_code == 2 and refused.stderr.strip().splitlines()[-1] == (
+        f"Error: {bucket}/models/m.keras exists: pass --overwrite to replace it")

@@ -89,12 +89,6 @@ def test_rerunning_on_tied_outputs_writes_and_appends_nothing(photos, tmp_path, 
     assert all([r["top"][0][0], r["top"][1][0]] == list(TIED) for r in top1)
 
 
-def test_sigkill_with_tied_outputs_leaves_one_record_per_input(tmp_path, model_files):
-    from test_cli import kill_five_times_then_finish
-
-    kill_five_times_then_finish(tmp_path, tie_args(model_files), count=100)
-
-
 # -- requests, groups and supersession --------------------------------------------------------
 
 

@@ -76,6 +76,7 @@ def test_report_of_a_folder_without_manifest_is_a_usage_error(tmp_path):
     assert f"Error: {tmp_path} has no manifest.jsonl: run camcli batch" in result.stderr
 
 
+@pytest.mark.chromium
 def test_chromium_renders_a_page_of_cards_sorted_by_score(finished_run):
     document = dom(finished_run / "index.html", "#sort=score&order=desc")
     shown = cards(document)
@@ -86,6 +87,7 @@ def test_chromium_renders_a_page_of_cards_sorted_by_score(finished_run):
     assert "records: 233" in document and "errors: 3" in document
 
 
+@pytest.mark.chromium
 def test_chromium_filters_errors_and_pages(finished_run):
     errors = cards(dom(finished_run / "index.html", "#errors=1"))
     assert len(errors) == 3 and all(kind == " error" for kind, _ in errors)

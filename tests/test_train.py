@@ -4,34 +4,14 @@ from __future__ import annotations
 
 import json
 
-import numpy as np
-import pytest
-from conftest import pasted_tree, run
+from conftest import TRAIN_PHOTOS as PHOTOS
+from conftest import pasted_tree, run, train_tree
 
 from camcli.compute.models import load
 
-#: Six classes named as a user would, none of them ImageNet's own spelling.
-PHOTOS = {"cat.jpg": "my_cat", "coffee.jpg": "Coffee Cup", "camera.png": "camera-rig",
-          "motorcycle.jpg": "bike", "rocket.jpg": "rocket", "astronaut.jpg": "astronaut"}
-
-
-def tree(root, per_class, seed):
-    return pasted_tree(root, per_class=per_class, seed=seed, scale=(0.35, 0.7), photos=PHOTOS,
-                       crop=0.6)
-
-
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    work = tmp_path_factory.mktemp("train")
-    tree(work / "tree", per_class=8, seed=1)
-    (work / "tree" / "bike" / "broken.jpg").write_bytes(b"not an image")  # skipped, listed
-    (work / "tree" / "loose.jpg").write_bytes((work / "tree" / "rocket" / "rocket_0.jpg")
-                                              .read_bytes())  # not in a class folder
-    model = work / "model.keras"
-    result = run(["train", str(work / "tree"), "-o", str(model), "--val-split", "0.25",
-                  "--seed", "3", "-q"])
-    assert result.exit_code == 0, result.output
-    return work, model, result
+# The trained head, `trained`, is conftest's: one for the session (tests/test_buckets.py
+# trains it again into a bucket, and finds the same weights).
+tree = train_tree
 
 
 def test_the_trained_model_beats_chance_on_held_out_images(trained):
@@ -93,17 +73,6 @@ def test_cam_on_the_trained_model_points_at_the_object(trained):
     assert json.loads(scored.stdout)["overall"]["pairs"] == 18
 
 
-def test_the_same_seed_gives_the_same_weights(trained, tmp_path):
-    work, model, _ = trained
-    again = tmp_path / "again.keras"
-    result = run(["train", str(work / "tree"), "-o", str(again), "--val-split", "0.25",
-                  "--seed", "3", "-q"])
-    assert result.exit_code == 0
-    first, second = load(str(model)).model, load(str(again)).model
-    for a, b in zip(first.get_weights(), second.get_weights(), strict=True):
-        assert np.array_equal(a, b)
-
-
 def test_bad_trees_and_outputs_are_refused(trained, tmp_path):
     work, model, _ = trained
     one = tmp_path / "one"
@@ -145,17 +114,16 @@ def test_the_old_name_of_output_still_works_with_a_warning(trained, tmp_path):
         "Error: give -o/--output once (--out is its old name)")
 
 
-def test_an_interrupted_save_leaves_no_model(trained, tmp_path, monkeypatch):
+def test_an_interrupted_save_leaves_no_model(tmp_path, monkeypatch):
     import camcli.compute.models
-
-    work, _, _ = trained
 
     def interrupted(path, meta):
         raise KeyboardInterrupt
 
     monkeypatch.setattr(camcli.compute.models, "write_metadata", interrupted)
+    pasted_tree(tmp_path / "small", per_class=2, photos={"cat.jpg": "cat", "coffee.jpg": "cup"})
     out = tmp_path / "models" / "m.keras"
-    result = run(["train", str(work / "tree"), "-o", str(out), "-q"])
+    result = run(["train", str(tmp_path / "small"), "-o", str(out), "--epochs", "2", "-q"])
     assert result.exit_code == 1 and "Aborted!" in result.output  # click's Ctrl-C
     assert not out.exists()
     assert not [p for p in (tmp_path / "models").iterdir()]  # no temporary left either
