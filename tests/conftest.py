@@ -48,6 +48,23 @@ def keras():
     return keras
 
 
+@pytest.fixture(scope="session")
+def loaded(keras):
+    """``loaded(model, precision)``: `camcli.compute.models.load` once a session per
+    (model, precision), for tests that read a model without changing it (one that changes
+    a model, `apply_precision` on it say, loads its own)."""
+    from camcli.compute.models import load
+
+    cache: dict[tuple[str, str], object] = {}
+
+    def get(model: str = "efficientnet-lite0", precision: str = "fp32"):
+        if (model, precision) not in cache:
+            cache[model, precision] = load(model, precision=precision)
+        return cache[model, precision]
+
+    return get
+
+
 def seeded_weights(model, seed: int = 0, scale: float = 0.5) -> None:
     """Give every weight a reproducible random value (biases too, so nothing is trivial)."""
     rng = np.random.default_rng(seed)

@@ -28,8 +28,8 @@ def state():
 
 
 @pytest.fixture(scope="module")
-def lite():
-    return load("efficientnet-lite0")
+def lite(loaded):
+    return loaded("efficientnet-lite0")
 
 
 # -- the checkpoint reader ---------------------------------------------------------------

@@ -248,11 +248,10 @@ def test_batch_writes_panels_too(photos, tmp_path, model_args):
         assert picture.size[0] == 3 * 41 and picture.size[1] > 30
 
 
-def test_predict_by_default_is_the_model_in_fp32_even_on_a_bf16_cpu(monkeypatch):
+def test_predict_by_default_is_the_model_in_fp32_even_on_a_bf16_cpu(monkeypatch, loaded):
     import keras
 
     from camcli.compute import backend
-    from camcli.compute.models import load
     from camcli.io.images import load_rgb, resize_for_model
 
     monkeypatch.setattr(backend, "cpu_has_fast_bf16", lambda: True)  # e.g. Zen 4, SPR
@@ -260,7 +259,7 @@ def test_predict_by_default_is_the_model_in_fp32_even_on_a_bf16_cpu(monkeypatch)
     photos = sorted(str(p) for p in SAMPLES.iterdir() if p.suffix == ".jpg")
     result = run(["predict", *photos, "--format", "json", "--top-k", "5", "--device", "cpu"])
     assert result.exit_code == 0, result.output
-    reference = load("efficientnet-lite0").model
+    reference = loaded("efficientnet-lite0").model
     assert reference.dtype_policy.name == "float32" and keras.config.dtype_policy().name == \
         "float32"
     inputs = np.stack([resize_for_model(load_rgb(p), (224, 224)) for p in photos])

@@ -17,7 +17,6 @@ from test_efficientnet_lite import BOXES
 from camcli.analysis.localise import distance_to_box
 from camcli.analysis.score import POINTING_TOLERANCE
 from camcli.compute.methods import METHODS
-from camcli.compute.models import load
 from camcli.io.inputs import discover
 from camcli.options import ExplainRequest
 from camcli.run.session import Session
@@ -27,8 +26,8 @@ CORNERS = {"cat.jpg": "top-left", "coffee.jpg": "bottom-right"}
 
 
 @pytest.fixture(scope="module")
-def lite():
-    return load("efficientnet-lite0")
+def lite(loaded):
+    return loaded("efficientnet-lite0")
 
 
 @pytest.fixture(scope="module")

@@ -14,16 +14,16 @@ from camcli.options import ExplainRequest
 from camcli.run.session import Session
 
 
-def explain_samples(precision: str, method: str):
-    loaded = load("efficientnet-lite0", precision=precision)
-    session = Session.create(loaded, ExplainRequest(method=method))
+def explain_samples(loaded, precision: str, method: str):
+    session = Session.create(loaded("efficientnet-lite0", precision),
+                             ExplainRequest(method=method))
     photos = sorted(str(p) for p in SAMPLES.iterdir() if p.suffix in (".jpg", ".png"))
     return {r.input.relative: r for r in session.stream(discover(photos))}
 
 
 @pytest.mark.parametrize("method", ["cam", "gradcam"])
-def test_bf16_maps_correlate_with_fp32_and_top1_agrees(method):
-    full, half = explain_samples("fp32", method), explain_samples("bf16", method)
+def test_bf16_maps_correlate_with_fp32_and_top1_agrees(loaded, method):
+    full, half = explain_samples(loaded, "fp32", method), explain_samples(loaded, "bf16", method)
     assert set(full) == set(half) and len(full) == 6
     for name in full:
         (got,), (want,) = half[name].maps, full[name].maps

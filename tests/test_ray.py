@@ -180,14 +180,14 @@ def test_a_batch_lost_for_good_is_counted_and_redone(ray_cluster, tmp_path, mode
     done = subprocess.run([sys.executable, "-m", "camcli", *args], cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 1, done.stderr[-3000:]
-    # CALL_BATCHES images go to an actor at once: the crashing call's are all lost.
-    from camcli.run.ray_engine import CALL_BATCHES
-
+    # CALL_BATCHES images go to an actor at once: the crashing call's are all lost, and a
+    # call queued on the same actor may die with it every time (how many depends on Ray's
+    # scheduling, so the test asserts what holds whatever it is).
     found = re.search(r"13 inputs: (\d+) written, 0 already done, 0 failed, (\d+) not done "
                       r"\(run again\)", done.stderr)
     assert found, done.stderr[-3000:]
     lost = int(found.group(2))
-    assert 1 <= lost <= CALL_BATCHES and int(found.group(1)) == 13 - lost, found.group(0)
+    assert 1 <= lost < 13 and int(found.group(1)) == 13 - lost, found.group(0)
     assert "not done (their worker kept failing): " in done.stderr
     assert str(photos / "05crash.png") not in {key for key, _ in records(out)}
 
@@ -222,6 +222,12 @@ def test_a_cluster_started_with_ray_start_is_joined(ray_cluster, tmp_path, model
                    f"{host}:{port}", "--actors", "1", "--cpus-per-actor", "0.25", "-v",
                    "--model", model_files["gap"], *TINY]
         deadline = time.monotonic() + 120
+        while head.poll() is None and time.monotonic() < deadline:  # the GCS port answers
+            try:
+                socket.create_connection((host, port), timeout=1).close()
+                break
+            except OSError:
+                time.sleep(0.2)
         while True:
             done = subprocess.run(command, cwd=REPO, capture_output=True, text=True,
                                   timeout=300, env=secured)
