@@ -27,10 +27,13 @@ demo: install  ## heatmaps for sample_images/ into heatmaps/
 	@echo "Done: the overlays are in $(CURDIR)/heatmaps/ (one JPEG per photo in sample_images/),"
 	@echo "      with what the model predicted in $(CURDIR)/heatmaps/manifest.jsonl"
 
+# Tests run in up to 4 processes (pytest-xdist), a whole module in one: its fixtures are
+# built once, and the Ray tests (all in tests/test_ray.py) share one cluster, in one
+# process. 'pytest -n 0' runs them all in this process.
 test: dev chromium  ## lint and the layers' import contract, then the whole test suite
 	$(BIN)/ruff check camcli tests bench
 	$(BIN)/lint-imports
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n auto --maxprocesses 4 --dist loadfile
 
 # The HTML report's browser test needs Chromium (Debian package). Installed where this
 # user may (root, apt); elsewhere that one test is skipped with its reason.

@@ -47,6 +47,11 @@ def records_of(out):
 
 @pytest.fixture
 def tree(tmp_path):
+    return bucket_tree(tmp_path)
+
+
+def bucket_tree(tmp_path):
+    """Three images in nested folders, a broken one and a text file."""
     root = tmp_path / "tree"
     write_image(root / "red.jpg", size=(64, 48), color=(220, 20, 20))
     write_image(root / "sub" / "green.png", size=(50, 70), color=(20, 220, 20))
@@ -285,27 +290,6 @@ def test_store_refusals_are_named_without_secrets():
     assert "SECRET" not in repr(settings) and "hush" not in repr(settings)
 
 
-def test_ray_reads_and_writes_the_bucket_itself(tree, tmp_path, bucket, model_args):
-    """--engine ray with s3:// in and out, and no shared filesystem: the actors read and
-    write the store; the records equal the local engine's."""
-    import os
-    import subprocess
-
-    pytest.importorskip("ray")
-    from conftest import REPO
-
-    put_tree(tree, f"{bucket}/tree")
-    local = run(["batch", f"{bucket}/tree", "--out", f"{bucket}/local", *model_args])
-    assert local.exit_code == 1, local.output  # sub/broken.jpg
-    env = dict(os.environ, RAY_ADDRESS="local")  # its own Ray: workers get the AWS_* settings
-    done = subprocess.run([sys.executable, "-m", "camcli", "batch", f"{bucket}/tree", "--out",
-                           f"{bucket}/ray", "--engine", "ray", "-q", *model_args], cwd=REPO,
-                          env=env, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 1, done.stderr[-3000:]
-    assert records_of(f"{bucket}/ray") == records_of(f"{bucket}/local")
-    assert len(records_of(f"{bucket}/ray")) == 4
-
-
 def test_odd_object_names_stay_under_the_output_prefix(tmp_path, bucket, model_args):
     """Keys with spaces, non-ASCII, '..', '.' or an empty segment are objects like any
     other: read as they are, and their pictures written under --out."""
@@ -482,30 +466,3 @@ def test_part_records_from_the_environment_are_checked(value, tmp_path, monkeypa
         "part, at least 1 (default 256)")
     assert Storage.from_settings(environ={"CAMCLI_PART_RECORDS": "3"}).part_records == 3
 
-
-def test_train_writes_its_model_into_a_bucket_with_the_same_weights(trained, bucket, tmp_path,
-                                                                    monkeypatch):
-    """``train -o s3://...``: Keras saves to a local temporary file, which is uploaded
-    whole, and the report goes beside it; nothing is written on local disk (no ``./s3:/``
-    folder). The same tree and seed give the session's trained head, weight for weight."""
-    import fsspec
-    import numpy as np
-    from conftest import TRAIN_ARGS
-
-    from camcli.compute.models import load
-
-    work, model, _ = trained
-    monkeypatch.chdir(tmp_path)  # where a path mistaken for a local one would appear
-    result = run(["train", str(work / "tree"), "-o", f"{bucket}/models/m.keras", *TRAIN_ARGS])
-    assert result.exit_code == 0, result.output
-    assert objects(bucket) == [f"{bucket[5:]}/models/m.json", f"{bucket[5:]}/models/m.keras"]
-    assert list(tmp_path.iterdir()) == []
-    report = json.loads(fsspec.filesystem("s3").cat(f"{bucket[5:]}/models/m.json"))
-    assert report["model"] == f"{bucket}/models/m.keras"
-    first, again = load(str(model)), load(f"{bucket}/models/m.keras")  # through the store
-    assert again.labels.names == first.labels.names
-    for a, b in zip(first.model.get_weights(), again.model.get_weights(), strict=True):
-        assert np.array_equal(a, b)
-    refused = run(["train", str(work / "tree"), "-o", f"{bucket}/models/m.keras"])
-    assert refused.exit_code == 2 and refused.stderr.strip().splitlines()[-1] == (
-        f"Error: {bucket}/models/m.keras exists: pass --overwrite to replace it")

@@ -284,3 +284,22 @@ def test_actors_that_no_node_can_hold_are_refused(ray_cluster, tmp_path, model_f
         "Error: --gpus-per-actor 0.5 is more than any node of the Ray cluster has "
         "(0 GPUs at most)")
     assert not (tmp_path / "o" / "cat.jpg").exists()
+
+
+@pytest.mark.s3
+def test_ray_reads_and_writes_the_bucket_itself(tmp_path, bucket, model_args):
+    """--engine ray with s3:// in and out, and no shared filesystem: the actors read and
+    write the store (with the Storage the driver hands them); the records equal the local
+    engine's."""
+    from test_buckets import bucket_tree, put_tree, records_of
+
+    put_tree(bucket_tree(tmp_path), f"{bucket}/tree")
+    local = run(["batch", f"{bucket}/tree", "--out", f"{bucket}/local", *model_args])
+    assert local.exit_code == 1, local.output  # sub/broken.jpg
+    env = dict(os.environ, RAY_ADDRESS="local")  # its own Ray: workers get the AWS_* settings
+    done = subprocess.run([sys.executable, "-m", "camcli", "batch", f"{bucket}/tree", "--out",
+                           f"{bucket}/ray", "--engine", "ray", "-q", *model_args], cwd=REPO,
+                          env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 1, done.stderr[-3000:]
+    assert records_of(f"{bucket}/ray") == records_of(f"{bucket}/local")
+    assert len(records_of(f"{bucket}/ray")) == 4

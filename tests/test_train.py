@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 from conftest import TRAIN_PHOTOS as PHOTOS
 from conftest import pasted_tree, run, train_tree
 
 from camcli.compute.models import load
 
-# The trained head, `trained`, is conftest's: one for the session (tests/test_buckets.py
+# The trained head, `trained`, is conftest's: one for the session (the bucket test below
 # trains it again into a bucket, and finds the same weights).
 tree = train_tree
 
@@ -127,3 +128,29 @@ def test_an_interrupted_save_leaves_no_model(tmp_path, monkeypatch):
     assert result.exit_code == 1 and "Aborted!" in result.output  # click's Ctrl-C
     assert not out.exists()
     assert not [p for p in (tmp_path / "models").iterdir()]  # no temporary left either
+
+
+def test_train_writes_its_model_into_a_bucket_with_the_same_weights(trained, bucket, tmp_path,
+                                                                    monkeypatch):
+    """``train -o s3://...``: Keras saves to a local temporary file, which is uploaded
+    whole, and the report goes beside it; nothing is written on local disk (no ``./s3:/``
+    folder). The same tree and seed give the session's trained head, weight for weight."""
+    import fsspec
+    from conftest import TRAIN_ARGS
+    from test_buckets import objects
+
+    work, model, _ = trained
+    monkeypatch.chdir(tmp_path)  # where a path mistaken for a local one would appear
+    result = run(["train", str(work / "tree"), "-o", f"{bucket}/models/m.keras", *TRAIN_ARGS])
+    assert result.exit_code == 0, result.output
+    assert objects(bucket) == [f"{bucket[5:]}/models/m.json", f"{bucket[5:]}/models/m.keras"]
+    assert list(tmp_path.iterdir()) == []
+    report = json.loads(fsspec.filesystem("s3").cat(f"{bucket[5:]}/models/m.json"))
+    assert report["model"] == f"{bucket}/models/m.keras"
+    first, again = load(str(model)), load(f"{bucket}/models/m.keras")  # through the store
+    assert again.labels.names == first.labels.names
+    for a, b in zip(first.model.get_weights(), again.model.get_weights(), strict=True):
+        assert np.array_equal(a, b)
+    refused = run(["train", str(work / "tree"), "-o", f"{bucket}/models/m.keras"])
+    assert refused.exit_code == 2 and refused.stderr.strip().splitlines()[-1] == (
+        f"Error: {bucket}/models/m.keras exists: pass --overwrite to replace it")

@@ -9,12 +9,7 @@ import sys
 
 import click
 
-from camcli.cli.app import (
-    UsageFailure,
-    main,
-    storage,
-    translate_errors,
-)
+from camcli.cli.app import UsageFailure, main, storage, translate_errors
 from camcli.cli.params import (
     drawing_options,
     method_options,
@@ -22,19 +17,8 @@ from camcli.cli.params import (
     single_image_options,
     target_options,
 )
-from camcli.cli.present import (
-    json_prediction,
-    print_table_row,
-    progress_hook,
-)
-from camcli.options import (
-    BatchOptions,
-    ExplainRequest,
-    Given,
-    ModelRequest,
-    RenderStyle,
-    default,
-)
+from camcli.cli.present import json_prediction, print_table_row, progress_hook
+from camcli.options import BatchOptions, ExplainRequest, Given, ModelRequest, RenderStyle, default
 
 
 def requests_of(given: Given, method: str | None, **explain

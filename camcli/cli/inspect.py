@@ -7,12 +7,7 @@ import json
 
 import click
 
-from camcli.cli.app import (
-    main,
-    storage,
-    translate_errors,
-    verbosity_options,
-)
+from camcli.cli.app import main, storage, translate_errors, verbosity_options
 
 
 @main.command()

@@ -15,13 +15,7 @@ from camcli.compute.methods import METHODS
 from camcli.compute.methods.base import FUSE_MODES, SMOOTHINGS
 from camcli.compute.methods.eigencam import KERNELS
 from camcli.compute.models.preprocess import PREPROCESSORS
-from camcli.options import (
-    DEFAULT_BATCH_SIZE,
-    ExplainRequest,
-    ModelRequest,
-    RenderStyle,
-    default,
-)
+from camcli.options import DEFAULT_BATCH_SIZE, ExplainRequest, ModelRequest, RenderStyle, default
 
 # The registries feed the choices (they import NumPy, ~80 ms; never TensorFlow or OpenCV).
 METHOD_NAMES = tuple(METHODS)

@@ -13,9 +13,7 @@ import threading
 import click
 from click.core import ParameterSource
 
-from camcli.cli.app import (
-    verbosity,
-)
+from camcli.cli.app import verbosity
 
 
 def progress_hook(method: str | None):

@@ -7,28 +7,10 @@ import os
 
 import click
 
-from camcli.cli.app import (
-    UsageFailure,
-    log,
-    main,
-    storage,
-    translate_errors,
-    verbosity,
-)
-from camcli.cli.params import (
-    Location,
-    model_options,
-)
-from camcli.cli.present import (
-    ProgressBar,
-    command_line,
-)
-from camcli.options import (
-    Given,
-    ModelRequest,
-    TrainOptions,
-    default,
-)
+from camcli.cli.app import UsageFailure, log, main, storage, translate_errors, verbosity
+from camcli.cli.params import Location, model_options
+from camcli.cli.present import ProgressBar, command_line
+from camcli.options import Given, ModelRequest, TrainOptions, default
 
 
 @main.command(short_help="Train a CAM head for your own classes (one sub-folder each).")
