@@ -10,8 +10,7 @@ from conftest import pasted_tree, run, train_tree
 
 from camcli.compute.models import load
 
-# The trained head, `trained`, is conftest's: one for the session (the bucket test below
-# trains it again into a bucket, and finds the same weights).
+# The trained head, `trained`, is conftest's: one for the session.
 tree = train_tree
 
 
@@ -130,27 +129,33 @@ def test_an_interrupted_save_leaves_no_model(tmp_path, monkeypatch):
     assert not [p for p in (tmp_path / "models").iterdir()]  # no temporary left either
 
 
-def test_train_writes_its_model_into_a_bucket_with_the_same_weights(trained, bucket, tmp_path,
+def test_train_writes_its_model_into_a_bucket_with_the_same_weights(bucket, tmp_path,
                                                                     monkeypatch):
     """``train -o s3://...``: Keras saves to a local temporary file, which is uploaded
     whole, and the report goes beside it; nothing is written on local disk (no ``./s3:/``
-    folder). The same tree and seed give the session's trained head, weight for weight."""
+    folder). The same tree and seed give the same model as a local run, weight for weight:
+    the split, the head's start and its batches are all seeded."""
     import fsspec
-    from conftest import TRAIN_ARGS
     from test_buckets import objects
 
-    work, model, _ = trained
-    monkeypatch.chdir(tmp_path)  # where a path mistaken for a local one would appear
-    result = run(["train", str(work / "tree"), "-o", f"{bucket}/models/m.keras", *TRAIN_ARGS])
+    small = tmp_path / "small"
+    pasted_tree(small, per_class=4, photos={"cat.jpg": "cat", "coffee.jpg": "cup"}, seed=2)
+    settings = ["--val-split", "0.25", "--seed", "5", "--epochs", "6", "-q"]
+    local = run(["train", str(small), "-o", str(tmp_path / "local.keras"), *settings])
+    assert local.exit_code == 0, local.output
+    work = tmp_path / "cwd"
+    work.mkdir()
+    monkeypatch.chdir(work)  # where a path mistaken for a local one would appear
+    result = run(["train", str(small), "-o", f"{bucket}/models/m.keras", *settings])
     assert result.exit_code == 0, result.output
     assert objects(bucket) == [f"{bucket[5:]}/models/m.json", f"{bucket[5:]}/models/m.keras"]
-    assert list(tmp_path.iterdir()) == []
+    assert list(work.iterdir()) == []
     report = json.loads(fsspec.filesystem("s3").cat(f"{bucket[5:]}/models/m.json"))
-    assert report["model"] == f"{bucket}/models/m.keras"
-    first, again = load(str(model)), load(f"{bucket}/models/m.keras")  # through the store
-    assert again.labels.names == first.labels.names
+    assert report["model"] == f"{bucket}/models/m.keras" and report["classes"] == ["cat", "cup"]
+    first, again = load(str(tmp_path / "local.keras")), load(f"{bucket}/models/m.keras")
+    assert again.labels.names == first.labels.names == ("cat", "cup")
     for a, b in zip(first.model.get_weights(), again.model.get_weights(), strict=True):
         assert np.array_equal(a, b)
-    refused = run(["train", str(work / "tree"), "-o", f"{bucket}/models/m.keras"])
+    refused = run(["train", str(small), "-o", f"{bucket}/models/m.keras"])
     assert refused.exit_code == 2 and refused.stderr.strip().splitlines()[-1] == (
         f"Error: {bucket}/models/m.keras exists: pass --overwrite to replace it")
