@@ -336,55 +336,58 @@ def audit(out_dir: str, options: AuditOptions = AuditOptions(),
     if not mapped:
         raise UsageProblem(f"{out_dir}: the run saved no maps; run camcli batch again with "
                            "--save-maps (the audit reads the maps, not the overlays)")
-    grid, min_images = options.grid, options.min_images
     results = []
     for label in options.classes or sorted(by_class):
         members = by_class.get(label, [])
         result = ClassAudit(label, len(members))
         results.append(result)
-        if len(members) < min_images:
-            result.skipped = (f"{len(members)} maps, fewer than --min-images {min_images}")
+        if len(members) < options.min_images:
+            result.skipped = f"{len(members)} maps, fewer than --min-images {options.min_images}"
             continue
         maps, photos, inside = [], [], []
-        for path, record in members:
+        for path, record in members:  # one map at a time, kept at grid x grid
             heatmap = read_map(record, out_dir, storage)
-            maps.append(prepared(heatmap, grid))
+            maps.append(prepared(heatmap, options.grid))
             photos.append(path)
             inside.append(_mass_inside(heatmap, truth.boxes(path), path, storage)
                           if truth else None)
-        stack = np.stack(maps)
-        flat = stack.reshape(len(stack), -1)
-        blank = flat.sum(axis=1) == 0
-        found: list[Cluster] = []
-        live = np.flatnonzero(~blank)
-        if len(live) >= 2:
-            labels, values, embedding, vectors, spectral = clusters_of(
-                flat[live], options.clusters, options.max_clusters)
-            result.eigenvalues = list(values[:options.max_clusters + 1])
-            drawn, points = layout(vectors)
-            for number in range(labels.max() + 1):
-                here = labels[spectral] == number  # the cluster's maps in the spectrum
-                centre = embedding[here].mean(axis=0)
-                nearest = np.argsort(np.linalg.norm(embedding[here] - centre,
-                                                    axis=1))[:PROTOTYPES]
-                cluster = _describe(len(found), live[labels == number], stack, photos,
-                                    inside, [photos[live[spectral[here][i]]]
-                                             for i in nearest])
-                cluster.layout = points[labels[spectral[drawn]] == number]
-                found.append(cluster)
-        elif len(live) == 1:
-            found.append(_describe(0, live, stack, photos, inside, [photos[live[0]]]))
-        if blank.any():
-            rows = np.flatnonzero(blank)
-            cluster = _describe(len(found), rows, stack, photos, inside,
-                                [photos[i] for i in rows[:PROTOTYPES]])
-            cluster.blank = True
-            found.append(cluster)
-        result.clusters = sorted(found, key=lambda c: (c.blank, -c.size))
-        for number, cluster in enumerate(result.clusters):
-            cluster.id = number
+        _cluster_class(result, np.stack(maps), photos, inside, options)
     return results
 
+
+def _cluster_class(result: ClassAudit, stack: np.ndarray, photos: list[str], inside: list,
+                   options: AuditOptions) -> None:
+    """``result``'s spectrum and clusters, from its prepared maps ``stack``: the clusters
+    of the maps that are not all zero, then the all-zero ones as a cluster of their own;
+    largest first."""
+    flat = stack.reshape(len(stack), -1)
+    blank = flat.sum(axis=1) == 0
+    found: list[Cluster] = []
+    live = np.flatnonzero(~blank)
+    if len(live) >= 2:
+        labels, values, embedding, vectors, spectral = clusters_of(
+            flat[live], options.clusters, options.max_clusters)
+        result.eigenvalues = list(values[:options.max_clusters + 1])
+        drawn, points = layout(vectors)
+        for number in range(labels.max() + 1):
+            here = labels[spectral] == number  # the cluster's maps in the spectrum
+            centre = embedding[here].mean(axis=0)
+            nearest = np.argsort(np.linalg.norm(embedding[here] - centre, axis=1))[:PROTOTYPES]
+            cluster = _describe(len(found), live[labels == number], stack, photos, inside,
+                                [photos[live[spectral[here][i]]] for i in nearest])
+            cluster.layout = points[labels[spectral[drawn]] == number]
+            found.append(cluster)
+    elif len(live) == 1:
+        found.append(_describe(0, live, stack, photos, inside, [photos[live[0]]]))
+    if blank.any():
+        rows = np.flatnonzero(blank)
+        cluster = _describe(len(found), rows, stack, photos, inside,
+                            [photos[i] for i in rows[:PROTOTYPES]])
+        cluster.blank = True
+        found.append(cluster)
+    result.clusters = sorted(found, key=lambda c: (c.blank, -c.size))
+    for number, cluster in enumerate(result.clusters):
+        cluster.id = number
 
 def _require_libraries() -> None:
     """scikit-learn and SciPy, or say how to install them.
