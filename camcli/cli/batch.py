@@ -20,10 +20,10 @@ from camcli.cli.app import (
 from camcli.cli.explain import requests_of
 from camcli.cli.params import (
     METRIC_KINDS,
-    _parse_actors,
-    _parse_shard,
     drawing_options,
     method_options,
+    parse_actors,
+    parse_shard,
 )
 from camcli.cli.present import (
     ProgressBar,
@@ -66,7 +66,7 @@ from camcli.options import (
               help="Deletion / insertion steps per image (each costs 2 forward passes).")
 @click.option("--report", "report", is_flag=True,
               help="Also write OUT/index.html, the run's gallery (see camcli report).")
-@click.option("--shard", default=None, metavar="K/N", callback=_parse_shard,
+@click.option("--shard", default=None, metavar="K/N", callback=parse_shard,
               help="Process only the K-th of N disjoint parts of the inputs (stable by "
                    "relative path), recorded in manifest.K-of-N.jsonl: N processes or array "
                    "jobs can share one tree and one --out.")
@@ -75,7 +75,7 @@ from camcli.options import (
                    "(pip install 'camcli[ray]'; see docs/SCALE.md).")
 @click.option("--ray-address", default=default(RayOptions, "address"), metavar="ADDR",
               help="ray: join this running cluster. [default: start a local Ray]")
-@click.option("--actors", default=None, metavar="N|MIN:MAX", callback=_parse_actors,
+@click.option("--actors", default=None, metavar="N|MIN:MAX", callback=parse_actors,
               help="ray: actors in the pool, fixed or autoscaling. [default: one per GPU on "
                    "a GPU cluster, else one per node]")
 @click.option("--cpus-per-actor", default=default(RayOptions, "cpus_per_actor"),

@@ -100,7 +100,7 @@ def target_options(command):
         click.option("--class", "class_spec", default=None, metavar="INDEX|NAME",
                      help="Class to explain: index, WordNet id or unambiguous name. "
                           "[default: each image's top-1 prediction]"),
-        click.option("--token-grid", default=None, metavar="HxW", callback=_parse_grid,
+        click.option("--token-grid", default=None, metavar="HxW", callback=parse_grid,
                      help="Token layers (vision transformers): the grid of patches, when "
                           "the model's config and the token count do not say it."),
         click.option("--prefix-tokens", type=click.IntRange(min=0), default=None,
@@ -117,7 +117,7 @@ def render_options(command):
                      type=click.FloatRange(0.0, 1.0),
                      help="Weight of the heatmap in the blend (0: photo only, 1: heatmap only)."),
         click.option("--colormap", default=default(RenderStyle, "colormap"), show_default=True,
-                     metavar="NAME", callback=_check_colormap,
+                     metavar="NAME", callback=check_colormap,
                      help="OpenCV colour map: jet, turbo, viridis, inferno, magma, hot, ..."),
         click.option("--quality", default=default(RenderStyle, "quality"), show_default=True,
                      type=click.IntRange(1, 100), help="JPEG quality of the pictures."),
@@ -202,7 +202,7 @@ def single_image_options(command):
     ])
 
 
-def _parse_shard(ctx: click.Context, param: click.Parameter, value: str | None):
+def parse_shard(ctx: click.Context, param: click.Parameter, value: str | None):
     if value is None:
         return None
     match = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", value)
@@ -211,7 +211,7 @@ def _parse_shard(ctx: click.Context, param: click.Parameter, value: str | None):
     return int(match.group(1)), int(match.group(2))
 
 
-def _parse_grid(ctx: click.Context, param: click.Parameter, value: str | None):
+def parse_grid(ctx: click.Context, param: click.Parameter, value: str | None):
     if value is None:
         return None
     match = re.fullmatch(r"\s*(\d+)\s*[xX]\s*(\d+)\s*", value)
@@ -220,7 +220,7 @@ def _parse_grid(ctx: click.Context, param: click.Parameter, value: str | None):
     return int(match.group(1)), int(match.group(2))
 
 
-def _parse_actors(ctx: click.Context, param: click.Parameter, value: str | None):
+def parse_actors(ctx: click.Context, param: click.Parameter, value: str | None):
     if value is None:
         return None
     try:
@@ -233,7 +233,7 @@ def _parse_actors(ctx: click.Context, param: click.Parameter, value: str | None)
     return actors
 
 
-def _check_colormap(ctx: click.Context, param: click.Parameter, value: str) -> str:
+def check_colormap(ctx: click.Context, param: click.Parameter, value: str) -> str:
     from camcli.run.render import COLORMAPS
 
     name = value.lower()

@@ -82,7 +82,7 @@ def command_line() -> str:
 
 def manifest_shown(path: str) -> str:
     """Where the records are: the manifest file, or in an object store its parts' folder
-    (`camcli.io.storage.PartsAppender`)."""
+    (`camcli.io.remote.PartsAppender`)."""
     from camcli.io.locations import is_url
 
     return path.removesuffix(".jsonl") + "/" if is_url(path) else path

@@ -13,7 +13,7 @@ Points:
 * ``renaming``: a file's temporary copy is complete and about to be renamed into place
   (`camcli.io.atomic.write_atomic`, in a writer thread).
 * ``flushed``: a manifest part object was written whole to an object store
-  (`camcli.io.storage.PartsAppender`).
+  (`camcli.io.remote.PartsAppender`).
 """
 
 from __future__ import annotations
