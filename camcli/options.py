@@ -42,6 +42,10 @@ DEFAULT_SCORECAM_BATCH = 64
 #: Finer-CAM: how much of the similar classes' logits is subtracted, and how many of them.
 FINER_ALPHA, FINER_CLASSES = 1.0, 3
 
+#: Attention rollout: how a block's heads are fused, and the share of each fused matrix's
+#: lowest entries dropped (vit-explain's defaults).
+HEAD_FUSION, DISCARD_RATIO = "mean", 0.0
+
 #: The kinds of target a record can answer (`camcli.compute.targets` plans them): an
 #: image's top class, its top K classes, a class asked for, or both of the last two.
 TARGET_KINDS = ("top1", "top-k", "class", "top-k+class")
@@ -98,6 +102,10 @@ class ExplainRequest:
         finer_classes: Finer-CAM: how many similar classes are compared.
         kernel: KPCA-CAM: the kernel of its kernel PCA.
         seed: RandomCAM: the seed of its random weights.
+        head_fusion: attention rollout: how a block's heads are fused (``mean``, ``max``,
+            ``min``).
+        discard_ratio: attention rollout: the share of each fused attention matrix's
+            lowest entries dropped (never the read-out token's own), in [0, 1).
         metric_steps: measure each map's faithfulness with this many deletion / insertion
             steps (None: no such metrics).
         road: measure each map's ROAD scores (`camcli.analysis.metrics.road`).
@@ -124,6 +132,8 @@ class ExplainRequest:
     finer_classes: int = FINER_CLASSES
     kernel: str = "sigmoid"
     seed: int = 0
+    head_fusion: str = HEAD_FUSION
+    discard_ratio: float = DISCARD_RATIO
     metric_steps: int | None = None
     road: bool = False
     boxes: bool = False

@@ -125,3 +125,60 @@ def reference_gradcam(model, target, side, head, batch, prefix, grid):
     maps = np.maximum(np.einsum("nhwc,nc->nhw", features, weights), 0)
     peak = maps.max(axis=(1, 2), keepdims=True)
     return np.divide(maps, peak, out=np.zeros_like(maps), where=peak > 0), top.numpy()
+
+
+def reference_attention(model, head, batch):
+    """Every MultiHeadAttention's probabilities (in the order the model tracks them: its
+    blocks' order) and their gradients of each image's top class's pre-softmax logit, by
+    a spy on each layer's ``call`` asking it for its scores (and on the ``head`` Dense
+    layer's, for the logit); numpy, and the top classes."""
+    import keras
+    import tensorflow as tf
+
+    found = []
+
+    def walk(layer):
+        for child in layer._flatten_layers(include_self=False, recursive=False):
+            if isinstance(child, keras.layers.MultiHeadAttention):
+                found.append(child)
+            else:
+                walk(child)
+
+    walk(model)
+    seen = {"scores": {}}
+
+    def spy_attention(layer, number):
+        original = layer.call
+
+        def call(*args, **kwargs):
+            kwargs["return_attention_scores"] = True
+            output, scores = original(*args, **kwargs)
+            seen["scores"][number] = scores
+            return output
+
+        object.__setattr__(layer, "call", call)
+
+    def spy_head(layer):
+        original = layer.call
+
+        def call(*args, **kwargs):
+            seen["head"] = args[0]
+            return original(*args, **kwargs)
+
+        object.__setattr__(layer, "call", call)
+
+    for number, layer in enumerate(found):
+        spy_attention(layer, number)
+    spy_head(head)
+    try:
+        with tf.GradientTape() as tape:
+            model(tf.constant(batch), training=False)
+            logits = tf.matmul(seen["head"], head.kernel) + head.bias
+            top = tf.argmax(logits, axis=-1)
+            score = tf.reduce_sum(tf.gather(logits, top, batch_dims=1))
+        scores = [seen["scores"][n] for n in range(len(found))]
+        gradients = tape.gradient(score, scores)
+    finally:
+        for layer in [*found, head]:
+            object.__delattr__(layer, "call")
+    return ([s.numpy() for s in scores], [g.numpy() for g in gradients], top.numpy())

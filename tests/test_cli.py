@@ -15,6 +15,7 @@ from PIL import Image
 from camcli.cli import main
 
 MANIFEST_FIELDS = {"schema", "input", "output", "map", "model", "layer", "fuse", "tokens",
+                   "class_specific",
                    "method", "settings", "target", "requested_class", "class_source", "rank",
                    "class_index", "label",
                    "score", "top", "peak", "box", "metrics", "precision", "error", "time"}

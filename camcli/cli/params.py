@@ -11,7 +11,7 @@ import click
 
 from camcli.cli.app import verbosity_options
 from camcli.compute.backend import PRECISIONS
-from camcli.compute.methods import METHODS
+from camcli.compute.methods import HEAD_FUSIONS, METHODS
 from camcli.compute.methods.base import FUSE_MODES, SMOOTHINGS
 from camcli.compute.methods.eigencam import KERNELS
 from camcli.compute.models.preprocess import PREPROCESSORS
@@ -160,6 +160,14 @@ def method_options(command):
         click.option("--seed", type=int, show_default=True,
                      default=default(ExplainRequest, "seed"),
                      help="randomcam: the seed of its random channel weights."),
+        click.option("--head-fusion", type=click.Choice(HEAD_FUSIONS), show_default=True,
+                     default=default(ExplainRequest, "head_fusion"),
+                     help="rollout: how each block's attention heads are fused."),
+        click.option("--discard-ratio", show_default=True, metavar="F",
+                     type=click.FloatRange(0.0, 1.0, max_open=True),
+                     default=default(ExplainRequest, "discard_ratio"),
+                     help="rollout: drop the lowest F of each fused attention matrix (never "
+                          "the read-out token's own entry)."),
     ])
 
 

@@ -166,9 +166,9 @@ def build_explainer(loaded: LoadedModel, request: ExplainRequest = ExplainReques
     own = kind.own_layers(loaded.model) if kind is not None else None
     if own is not None:
         if request.layers:
-            raise UsageProblem(f"{kind.name} has no target layer: it uses every convolution's "
-                               "bias and batch normalisation itself; drop {layers}", ("layers",))
-        layers, source = own, f"{kind.name}'s bias layers"
+            raise UsageProblem(f"{kind.name} has no target layer: it uses "
+                               f"{kind.own_layers_are} itself; drop {{layers}}", ("layers",))
+        layers, source = own, f"{kind.name}: {kind.own_layers_are}"
     explained = graph.build(loaded.model, layers, source, request.token_grid,
                             request.prefix_tokens)
     if kind is None:

@@ -89,6 +89,8 @@ class Record:
         output: the overlay, relative to the manifest's folder ('/'-separated); None on error.
         map: the ``.npy`` map, likewise, or None.
         class_index, label, score: the explained class, its name and probability.
+        class_specific: whether the map depends on the class (False for a method whose
+            map is the same whatever the class: EigenCAM, attention rollout...).
         top: ``[[index, label, probability], ...]``, most probable first.
         peak: ``[x, y]``, the map's maximum in the photo's pixels (`camcli.analysis.localise`).
         box: ``[x0, y0, x1, y1]``, the object's box from the map (with --boxes), or None.
@@ -107,6 +109,7 @@ class Record:
     class_index: int | None = None
     label: str | None = None
     score: float | None = None
+    class_specific: bool = True
     top: list = field(default_factory=list)
     peak: list | None = None
     box: list | None = None
@@ -131,6 +134,7 @@ class Record:
             "requested_class": self.request.requested_class,
             "class_source": self.request.class_source, "rank": self.rank,
             "class_index": self.class_index, "label": self.label, "score": self.score,
+            "class_specific": self.class_specific,
             "top": self.top, "peak": self.peak, "box": self.box, "metrics": self.metrics,
             "precision": self.precision,
             "error": self.error, "time": self.time,
@@ -160,7 +164,9 @@ class Record:
             return cls(input=data["input"], request=request, rank=data.get("rank"),
                        output=data.get("output"), map=data.get("map"),
                        class_index=data.get("class_index"), label=data.get("label"),
-                       score=data.get("score"), top=data.get("top") or [],
+                       score=data.get("score"),
+                       class_specific=data.get("class_specific", True) is not False,
+                       top=data.get("top") or [],
                        peak=data.get("peak"), box=data.get("box"),
                        metrics=data.get("metrics"), precision=data.get("precision"),
                        error=data.get("error"), time=data.get("time") or "",

@@ -310,7 +310,8 @@ class Executor:
         session, out_dir = self.session, self.options.out_dir
         labels = session.labels
         common = {"input": job.key, "request": request_of(session, job.item),
-                  "precision": session.loaded.precision}
+                  "precision": session.loaded.precision,
+                  "class_specific": session.explainer.method.class_specific}
         if job.error is not None:
             return [Record(**common, error=job.error)]
         top = result.top(max(self.options.top_k, session.plan.top_k or 0), labels)

@@ -96,7 +96,8 @@ class BaseCAM:
     * `compute` — methods that run passes of their own (Score-CAM, Ablation-CAM; with
       `compile_step` and `as_requested`);
     * `own_layers` (a class method) — the layers the method explains whatever is asked
-      (FullGrad's bias layers); ``--layer`` is then refused.
+      (FullGrad's bias layers, the attention methods' blocks); ``--layer`` is then
+      refused, and `own_layers_are` says what they are.
 
     A method that reads something of the model (CAM its classifier, FullGrad its biases)
     does so in its own ``__init__``, after this one, and raises `UsageProblem` there when
@@ -128,6 +129,11 @@ class BaseCAM:
     no_eigen: ClassVar[str | None] = None
     #: A baseline for the metrics, not an explanation (``camcli methods`` says so).
     baseline: ClassVar[bool] = False
+    #: Whether the method reads attention probabilities (``...:attention`` targets)
+    #: instead of feature maps or tokens.
+    reads_attention: ClassVar[bool] = False
+    #: With `own_layers`: what those layers are, in a few words (for messages and logs).
+    own_layers_are: ClassVar[str] = ""
 
     def __init__(self, graph: ExplainGraph, fuse: str = FUSE_MODES[0],
                  smooth: str | None = None):
@@ -143,6 +149,11 @@ class BaseCAM:
         if smooth == "eigen" and self.no_eigen:
             raise UsageProblem(f"{{smooth}} eigen does not apply to {self.name}: "
                                f"{self.no_eigen}", ("smooth",))
+        if not self.reads_attention and any(side == "attention" for _, side in
+                                            graph.sites or ()):
+            raise UsageProblem(f"{self.name} explains feature maps and tokens; an "
+                               "'...:attention' address is read by the attention methods "
+                               "(rollout, gradrollout)")
         self._step = None
         self._warned: set[str] = set()
 

@@ -4,7 +4,9 @@ An address is a layer's path, '/'-separated through nested models and through th
 a subclassed layer tracks (``vit_encoder/transformer_block_3``), ending in ``:input`` to
 explain what a layer receives instead of what it returns. A target is a 4-D map, or 3-D
 tokens (a vision transformer's), whose grid of patches comes from the model's config or
-the token count (`camcli.compute.models.tokens`).
+the token count (`camcli.compute.models.tokens`). A ``keras.layers.MultiHeadAttention``'s
+address ending in ``:attention`` is its attention probabilities, ``(batch, heads, tokens,
+tokens)`` (the attention methods' targets, `attention_targets`).
 """
 
 from __future__ import annotations
@@ -18,6 +20,10 @@ from camcli.errors import LayerError
 
 #: The suffix of an address that explains a layer's input instead of its output.
 INPUT_SUFFIX = ":input"
+#: The suffix of a MultiHeadAttention's address that names its attention probabilities.
+ATTENTION_SUFFIX = ":attention"
+#: Where a classifier reads its class from the tokens: the class token, or their mean.
+READOUTS = ("token", "mean")
 
 
 @dataclass(frozen=True)
@@ -27,10 +33,15 @@ class Target:
 
     @property
     def address(self) -> str:
-        return self.call.path + (INPUT_SUFFIX if self.side == "input" else "")
+        return self.call.path + {"input": INPUT_SUFFIX, "attention": ATTENTION_SUFFIX}.get(
+            self.side, "")
 
     @property
     def shape(self) -> tuple | None:
+        if self.side == "attention":  # (batch, heads, tokens, tokens)
+            tokens = self.call.shape("output")
+            return None if tokens is None else (None, self.call.layer.num_heads, tokens[1],
+                                                tokens[1])
         return self.call.shape(self.side)
 
     @property
@@ -50,9 +61,18 @@ def per_image(call: Call, side: str) -> bool:
 
 
 def accepted(call: Call, side: str = "output") -> bool:
-    """Whether ``--layer`` takes this layer: a 4-D map, or 3-D tokens."""
+    """Whether ``--layer`` takes this layer: a 4-D map, or 3-D tokens (or, ``attention``,
+    the attention probabilities of a MultiHeadAttention over 3-D tokens)."""
+    if side == "attention":
+        return _attends(call) and accepted(call, "output") and len(call.shape()) == 3
     shape = call.shape(side)
     return shape is not None and len(shape) in (3, 4) and per_image(call, side)
+
+
+def _attends(call: Call) -> bool:
+    import keras
+
+    return isinstance(call.layer, keras.layers.MultiHeadAttention)
 
 
 def _blocks(calls: list[Call]) -> list[Call]:
@@ -108,6 +128,8 @@ def find_layer(calls: list[Call], address: str) -> Target:
     name, side = address, "output"
     if address.endswith(INPUT_SUFFIX):
         name, side = address[: -len(INPUT_SUFFIX)], "input"
+    elif address.endswith(ATTENTION_SUFFIX):
+        name, side = address[: -len(ATTENTION_SUFFIX)], "attention"
     exact = [c for c in calls if c.path == name]
     if not exact:
         exact = [c for c in calls if c.layer.name == name]
@@ -123,6 +145,10 @@ def find_layer(calls: list[Call], address: str) -> Target:
         raise LayerError(f"no layer named {name!r} in the model{hint} ('camcli layers "
                          "MODEL' lists them)")
     chosen = Target(exact[-1], side)
+    if side == "attention" and not accepted(chosen.call, side):
+        raise LayerError(f"layer {name!r} is a {type(chosen.call.layer).__name__}: "
+                         f"'{ATTENTION_SUFFIX}' names the attention probabilities of a "
+                         "keras.layers.MultiHeadAttention over tokens")
     if not accepted(chosen.call, side):
         what = "input" if side == "input" else "output shape"
         if not per_image(chosen.call, side):
@@ -178,7 +204,10 @@ def _config_grid(target: Target) -> tuple[int, int] | None:
 
 
 def grid_of(target: Target, fresh, token_grid=None, prefix_tokens=None):
-    """The token grid of a 3-D target; None for a 4-D one."""
+    """The token grid of a 3-D target (of an attention target, its tokens'); None for a
+    4-D one."""
+    if target.side == "attention":
+        target = Target(target.call, "output")
     shape = target.shape
     if len(shape) != 3:
         return None
@@ -243,3 +272,66 @@ def graph_layers(model) -> list[tuple[str, object, tuple]]:
         if not call.intercepted and call.path not in found:
             found[call.path] = (call.path, call.layer, call.shape())
     return list(found.values())
+
+
+@dataclass(frozen=True)
+class BlockAttention:
+    """A transformer's blocks and what they attend with (`block_attention`).
+
+    Attributes:
+        addresses: per block, in the order of the forward pass, its MultiHeadAttention's
+            attention address (``.../transformer_block_1/mha:attention``), or None when
+            the block attends otherwise.
+        attention: per block, the class of the layer it attends with (the first layer
+            under it whose name says attention), or None when none was found.
+        family: the model family, as the class of the backbone holding the blocks
+            (``ViTBackbone``, ``SwinTransformerBackbone``), else of the blocks.
+        readout: where the classifier reads the class from the tokens (`READOUTS`), when
+            a model above the blocks says it (keras-hub's ``pooling``), else None.
+    """
+
+    addresses: list
+    attention: list
+    family: str
+    readout: str | None
+
+
+def block_attention(model) -> BlockAttention | None:
+    """What each transformer block of ``model`` attends with; None when the model has no
+    transformer blocks (a CNN).
+
+    Raises:
+        LayerError: a model camcli cannot traverse.
+    """
+    _, calls, _ = replayed(model)
+    blocks = _blocks(calls)
+    if not blocks:
+        return None
+    addresses, kinds = [], []
+    for block in blocks:
+        inside = [c for c in calls if c.path.startswith(block.path + "/")]
+        mha = next((c for c in inside if accepted(c, "attention")), None)
+        addresses.append(None if mha is None else Target(mha, "attention").address)
+        named = next((c for c in inside if "attention" in type(c.layer).__name__.lower()),
+                     None)
+        kinds.append(type(named.layer).__name__ if named is not None else None)
+    owners = [type(o).__name__ for o in blocks[0].ancestors]
+    family = next((name for name in reversed(owners) if name.endswith("Backbone")),
+                  type(blocks[0].layer).__name__)
+    return BlockAttention(addresses, kinds, family, readout_of(blocks[0], model))
+
+
+def readout_of(call: Call, model) -> str | None:
+    """``token`` or ``mean`` when a model above ``call`` (``model`` itself included)
+    states its pooling (keras-hub's classifiers: ``pooling="token"`` or ``"gap"``), else
+    None."""
+    for owner in reversed((model, *call.ancestors)):
+        try:
+            pooling = owner.get_config().get("pooling")
+        except Exception:  # a layer without a serialisable config says nothing
+            continue
+        if pooling in ("token", "cls", "first"):
+            return "token"
+        if pooling in ("gap", "avg", "mean", "average"):
+            return "mean"
+    return None

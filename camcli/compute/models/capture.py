@@ -11,6 +11,12 @@ it like any other.
 
 The same wrapping, on every sublayer at once, measures the shapes of a probe pass
 (`probe`), which is how ``camcli layers`` lists the blocks.
+
+A ``keras.layers.MultiHeadAttention``'s attention probabilities are captured the same way,
+one level down (`attending`): its ``_compute_attention`` is wrapped to return its scores
+(``return_attention_scores``), which turns Keras' fused dot-product path off for that
+pass; the probabilities it keeps are the ones its output is computed from, so the tape
+differentiates the score with respect to them too.
 """
 
 from __future__ import annotations
@@ -21,8 +27,9 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-#: Which tensor of a layer's call a target is: what it returns, or what it receives.
-SIDES = ("output", "input")
+#: Which tensor of a layer's call a target is: what it returns, what it receives, or (a
+#: MultiHeadAttention) its attention probabilities.
+SIDES = ("output", "input", "attention")
 
 
 def first_tensor(args: tuple, kwargs: dict):
@@ -68,20 +75,51 @@ def intercepting(layers: Sequence[Any], hook, before=None) -> Iterator[None]:
         _restore(saved)
 
 
-def _restore(saved: list) -> None:
+def _restore(saved: list, name: str = "call") -> None:
     for layer, own in reversed(saved):
         if own is None:
-            object.__delattr__(layer, "call")
+            object.__delattr__(layer, name)
         else:
-            object.__setattr__(layer, "call", own)
+            object.__setattr__(layer, name, own)
+
+
+@contextlib.contextmanager
+def attending(layers: Sequence[Any], hook) -> Iterator[None]:
+    """While inside, every call of the MultiHeadAttention ``layers[i]`` reports
+    ``hook(i, probabilities)``: its attention probabilities ``(batch, heads, queries,
+    keys)``, computed without Keras' fused path (flash attention off for the pass); each
+    layer's own ``_compute_attention`` and flash setting are put back on leaving."""
+    saved, flash = [], []
+    try:
+        for number, layer in enumerate(layers):
+            own = layer.__dict__.get("_compute_attention")
+            original = layer._compute_attention
+
+            def wrapped(query, key, value, attention_mask=None, training=None,
+                        return_attention_scores=False, *args, _number=number,
+                        _original=original, **kwargs):
+                output, scores = _original(query, key, value, attention_mask, training, True,
+                                           *args, **kwargs)
+                hook(_number, scores)
+                return output, scores
+
+            object.__setattr__(layer, "_compute_attention", wrapped)
+            saved.append((layer, own))
+            flash.append((layer, layer._flash_attention))
+            object.__setattr__(layer, "_flash_attention", False)
+        yield
+    finally:
+        for layer, setting in flash:
+            object.__setattr__(layer, "_flash_attention", setting)
+        _restore(saved, "_compute_attention")
 
 
 @contextlib.contextmanager
 def replacing(layer, side: str, tensor) -> Iterator[None]:
     """While inside, ``layer``'s call receives (``side="input"``) or returns (``output``)
     ``tensor`` instead of its own; its ``call`` is put back on leaving."""
-    if side not in SIDES:
-        raise ValueError(f"side must be one of {SIDES}, got {side!r}")
+    if side not in ("output", "input"):
+        raise ValueError(f"side must be output or input, got {side!r}")
     own = layer.__dict__.get("call")
     original = layer.call
 
@@ -113,22 +151,31 @@ class Captured:
             self.tensors[index] = first_tensor(args, kwargs) if side == "input" else \
                 _first_output(output)
 
+    def _attention_hook(self, number, probabilities):
+        self.tensors[self._attention_index[number]] = probabilities
+
     @contextlib.contextmanager
     def during(self) -> Iterator[Captured]:
         """Capture during the ``with`` block (one forward pass of the model); with no
         sites, nothing is wrapped."""
         layers: list = []
         self._by_layer: list[list[tuple[int, str]]] = []
+        attending_layers, self._attention_index = [], []
         for index, (layer, side) in enumerate(self.sites):
             if side not in SIDES:
                 raise ValueError(f"side must be one of {SIDES}, got {side!r}")
+            if side == "attention":
+                attending_layers.append(layer)
+                self._attention_index.append(index)
+                continue
             number = next((n for n, known in enumerate(layers) if known is layer), None)
             if number is None:
                 layers.append(layer)
                 self._by_layer.append([])
                 number = len(layers) - 1
             self._by_layer[number].append((index, side))
-        with intercepting(layers, self._hook):
+        with intercepting(layers, self._hook), \
+                attending(attending_layers, self._attention_hook):
             yield self
 
 

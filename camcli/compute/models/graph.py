@@ -18,7 +18,7 @@ from typing import Any
 
 from camcli.compute.models import capture
 from camcli.compute.models import tokens as token_layers
-from camcli.compute.models.addresses import automatic, find_layer, grid_of
+from camcli.compute.models.addresses import automatic, find_layer, grid_of, readout_of
 from camcli.compute.models.replay import Call, outputs, replayed
 from camcli.errors import LayerError
 
@@ -49,6 +49,9 @@ class ExplainGraph:
             its call the target is (`run_replacing`).
         head: with one target layer whose output alone feeds the rest of the model, the
             Keras model from that output to the logits (`logits_from`); else None.
+        readout: with attention targets (``...:attention``), where the classifier reads
+            the class from the tokens: ``token`` (the first token, a class token) or
+            ``mean`` (the patches' mean); else None.
     """
 
     model: Any
@@ -61,6 +64,7 @@ class ExplainGraph:
     captured: list = None
     sites: list = None
     head: Any = None
+    readout: str | None = None
 
     def logits_from(self, x, features):
         """The logits when the (one) target layer gives ``features`` instead of its own
@@ -212,6 +216,12 @@ def build(model, layer: str | Sequence[str] | None = None, source: str = "as ask
         if grid is not None:
             log.info("layer %s: %d prefix tokens, then a %dx%d grid of patches",
                      target.address, grid.prefix, grid.height, grid.width)
+    readout = None
+    if any(c.side == "attention" for c in chosen_all):
+        prefix = grids[0].prefix if grids and grids[0] is not None else 0
+        readout = readout_of(chosen_all[0].call, model) or ("token" if prefix else "mean")
+        log.info("attention: read out from %s", "the class token (the first token)"
+                 if readout == "token" else "the mean of the patches")
     in_graph = [c.tensor for c in chosen_all if not c.call.intercepted]
     explain_model = keras.Model(fresh, [*in_graph, logits], name=f"{model.name}_explain")
     head = None
@@ -232,4 +242,5 @@ def build(model, layer: str | Sequence[str] | None = None, source: str = "as ask
                   for c in chosen_all],
         sites=[(c.call.layer, c.side) for c in chosen_all],
         head=head,
+        readout=readout,
     )
