@@ -6,8 +6,11 @@ prints Markdown tables.
    object of the class at a random place; a hit is a map whose peak (upsampled
    bilinearly to the image) falls inside the object's box. It chose the default layer of
    token models (the last block's first LayerNormalization, where LayerCAM points best).
-2. Speed: ``batch --method gradcam`` on a ViT-S/16-sized keras-hub model (random
-   weights, 224x224) against that model's own ``predict`` on preprocessed tensors.
+   The attention methods (rollout, gradrollout), which choose their blocks themselves,
+   are measured on the same models and images.
+2. Speed: ``batch`` with gradcam and the attention methods on a ViT-S/16-sized keras-hub
+   model (random weights, 224x224), each against that model's own ``predict`` on
+   preprocessed tensors.
 3. Memory: peak RSS of ``camcli batch`` on 200 and 2,000 images with a small ViT.
 
     python bench/transformers.py [--skip-speed] [--skip-memory] [--seeds 3]
@@ -91,14 +94,21 @@ def trained_vit(seed: int, task: str):
     return model, classifier
 
 
-def pointing(model, address: str, method: str, images, labels, boxes) -> tuple[float, float]:
-    """The pointing game with the true class, and the share of all-zero maps."""
+#: The methods that read the attention (their own targets: every block's).
+ATTENTION_METHODS = ("rollout", "gradrollout")
+
+
+def pointing(model, address: str | None, method: str, images, labels, boxes
+             ) -> tuple[float, float]:
+    """The pointing game with the true class, and the share of all-zero maps (``address``
+    None: the method's own layers)."""
     import cv2
 
     from camcli.compute.methods import METHODS as ALL
     from camcli.compute.models import graph
 
-    explain = ALL[method](graph.build(model, address))
+    kind = ALL[method]
+    explain = kind(graph.build(model, address or kind.own_layers(model)))
     hits, blank = [], []
     for start in range(0, len(images), 50):
         result = explain(images[start:start + 50], labels[start:start + 50].astype(np.int32))
@@ -135,6 +145,10 @@ def pointing_table(seeds: int, tasks: list[str]) -> None:
                     hit, blank = pointing(model, f"{encoder}/{name}", method, images, labels,
                                           boxes)
                     results.setdefault((task, method, name), []).append((hit, blank))
+            for method in ATTENTION_METHODS:
+                hit, blank = pointing(model, None, method, images, labels, boxes)
+                results.setdefault((task, method, "every block's attention"), []).append(
+                    (hit, blank))
         print(f"- {task}: test accuracy {np.mean(accuracy):.1%}")
     print(f"\ndefault layer: {default} (found automatically)\n")
     for task in [*tasks, "all"]:
@@ -150,6 +164,15 @@ def pointing_table(seeds: int, tasks: list[str]) -> None:
                 cells.append(f"{np.mean(hits):.0%} ({np.mean(blanks):.0%})")
             print(f"| {method} | " + " | ".join(cells) + " |")
         print()
+    print("The attention methods (every block's attention), by task; the worst task last\n")
+    print("| method | " + " | ".join(tasks) + " | worst |")
+    print("| --- |" + " ---: |" * (len(tasks) + 1))
+    for method in ATTENTION_METHODS:
+        rates = [np.mean([hit for hit, _ in results[task, method, "every block's attention"]])
+                 for task in tasks]
+        print(f"| {method} | " + " | ".join(f"{r:.0%}" for r in rates) +
+              f" | {min(rates):.0%} |")
+    print()
 
 
 def vit_small(path: Path) -> None:
@@ -165,7 +188,8 @@ def vit_small(path: Path) -> None:
                                         activation="softmax").save(path)
 
 
-def speed(work: Path, images: int, batch_size: int) -> None:
+def speed(work: Path, images: int, batch_size: int,
+          methods: tuple[str, ...] = ("gradcam", *ATTENTION_METHODS)) -> None:
     import keras
 
     from camcli.options import BatchOptions, ExplainRequest, ModelRequest
@@ -176,28 +200,31 @@ def speed(work: Path, images: int, batch_size: int) -> None:
     vit_small(path)
     photos = work / "photos"
     make_photos(photos, images, size=(320, 240))
-    session = open_session(ModelRequest(model=str(path), device="cpu"),
-                           ExplainRequest(method="gradcam"))
     model = keras.saving.load_model(path)
     rng = np.random.default_rng(1)
     raw = rng.uniform(0, 255, (images, 224, 224, 3)).astype(np.float32)
     model.predict(raw[:batch_size], batch_size=batch_size, verbose=0)
-    started = time.perf_counter()
-    model.predict(raw, batch_size=batch_size, verbose=0)
-    ceiling = images / (time.perf_counter() - started)
-    warm = np.zeros((1, 224, 224, 3), np.float32)
-    session.explainer(warm, session.plan.targets([None]))  # trace once, as a long run would
-    started = time.perf_counter()
-    summary = run_batch([str(photos)], session,
-                        BatchOptions(out_dir=str(work / "out"), batch_size=batch_size))
-    batch = summary.total / (time.perf_counter() - started)
-    assert summary.written == images, summary
     print(f"### Speed: ViT-S/16-sized keras-hub classifier, random weights, 224x224, "
           f"{images} JPEGs, batch {batch_size}\n")
-    print("| model.predict (img/s) | batch --method gradcam, end to end (img/s) | ratio |")
-    print("| ---: | ---: | ---: |")
-    print(f"| {ceiling:.1f} | {batch:.1f} | {batch / ceiling:.2f}x |\n")
-    print(f"target layer: {session.explainer.layer}\n")
+    print("| method | model.predict (img/s) | batch, end to end (img/s) | ratio |")
+    print("| --- | ---: | ---: | ---: |")
+    for method in methods:
+        session = open_session(ModelRequest(model=str(path), device="cpu"),
+                               ExplainRequest(method=method))
+        warm = np.zeros((1, 224, 224, 3), np.float32)
+        session.explainer(warm, session.plan.targets([None]))  # traced once, as in a run
+        started = time.perf_counter()  # the model's own predict right before: speed drifts
+        model.predict(raw, batch_size=batch_size, verbose=0)
+        ceiling = images / (time.perf_counter() - started)
+        started = time.perf_counter()
+        summary = run_batch([str(photos)], session, BatchOptions(
+            out_dir=str(work / f"out-{method}"), batch_size=batch_size))
+        batch = summary.total / (time.perf_counter() - started)
+        assert summary.written == images, summary
+        print(f"| {method} | {ceiling:.1f} | {batch:.1f} | {batch / ceiling:.2f}x |",
+              flush=True)
+    default = open_session(ModelRequest(model=str(path), device="cpu")).explainer.layer
+    print(f"\ngradcam's target layer: the default, {default}\n")
 
 
 def memory(work: Path, counts: list[int]) -> None:
