@@ -115,7 +115,8 @@ def explain(images, output, out_dir, method, batch_size, **options):
     \b
     Methods ('camcli methods' describes them): cam, gradcam, gradcam++, xgradcam,
     hirescam, layercam, eigencam, scorecam, ablationcam, eigengradcam, gradcam-elementwise,
-    kpcacam, shapleycam, finercam, fullgrad, randomcam (a baseline).
+    kpcacam, shapleycam, finercam, fullgrad, randomcam (a baseline); for vision
+    transformers' attention, rollout and gradrollout.
     Writes <stem>_<method>.jpg per image (--top-k-maps: <stem>_<method>.<rank>-<label>.jpg).
     """
     explain_images_command(method, images, output, out_dir, batch_size, options)
