@@ -84,39 +84,66 @@ def find(layer, path: str):
     return layer
 
 
+def write_photos(folder, seed: int, count: int = 3):
+    """``count`` random PNGs of the models' size (lossless: no resize changes them),
+    ``p0.png``...; and their pixels, float32."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    pixels = rng.integers(0, 256, (count, SIZE, SIZE, 3), np.uint8)
+    for number in range(count):
+        Image.fromarray(pixels[number]).save(folder / f"p{number}.png")
+    return pixels.astype(np.float32)
+
+
+def top_class_score(model, head, batch):
+    """Run ``model`` on ``batch`` (inside the caller's gradient tape): the summed
+    pre-softmax logit of each image's top class, from a spy on the ``head`` Dense layer's
+    call (its input times its kernel, plus its bias), and the top classes."""
+    import tensorflow as tf
+
+    seen = {}
+    original = head.call
+
+    def call(*args, **kwargs):
+        seen["head"] = args[0]
+        return original(*args, **kwargs)
+
+    object.__setattr__(head, "call", call)
+    try:
+        model(tf.constant(batch), training=False)
+    finally:
+        object.__delattr__(head, "call")
+    logits = tf.matmul(seen["head"], head.kernel) + head.bias
+    top = tf.argmax(logits, axis=-1)
+    return tf.reduce_sum(tf.gather(logits, top, batch_dims=1)), top
+
+
 def reference_gradcam(model, target, side, head, batch, prefix, grid):
     """Grad-CAM maps of each image's top class at ``target``'s input or output, by a
     spy on its ``call`` (and on the ``head`` Dense layer's, for the pre-softmax logit)."""
     import tensorflow as tf
 
     seen = {}
+    original = target.call
 
-    def spy(layer, key):
-        original = layer.call
+    def call(*args, **kwargs):
+        if side == "input":
+            seen[side] = args[0]
+        out = original(*args, **kwargs)
+        if side == "output":
+            seen[side] = out
+        return out
 
-        def call(*args, **kwargs):
-            if key == "input" or key == "head":
-                seen[key] = args[0]
-            out = original(*args, **kwargs)
-            if key == "output":
-                seen[key] = out
-            return out
-
-        object.__setattr__(layer, "call", call)
-
-    spy(target, side)
-    spy(head, "head")
+    object.__setattr__(target, "call", call)
     try:
         with tf.GradientTape() as tape:
-            model(tf.constant(batch), training=False)
-            logits = tf.matmul(seen["head"], head.kernel) + head.bias
-            top = tf.argmax(logits, axis=-1)
-            score = tf.reduce_sum(tf.gather(logits, top, batch_dims=1))
+            score, top = top_class_score(model, head, batch)
         tokens = seen[side]
         gradient = tape.gradient(score, tokens).numpy()
     finally:
         object.__delattr__(target, "call")
-        object.__delattr__(head, "call")
     height, width = grid
     n, _, channels = tokens.shape
     features = tokens.numpy()[:, prefix:].reshape(n, height, width, channels)
@@ -145,40 +172,27 @@ def reference_attention(model, head, batch):
                 walk(child)
 
     walk(model)
-    seen = {"scores": {}}
+    seen: dict[int, object] = {}
 
-    def spy_attention(layer, number):
+    def spy(layer, number):
         original = layer.call
 
         def call(*args, **kwargs):
             kwargs["return_attention_scores"] = True
             output, scores = original(*args, **kwargs)
-            seen["scores"][number] = scores
+            seen[number] = scores
             return output
 
         object.__setattr__(layer, "call", call)
 
-    def spy_head(layer):
-        original = layer.call
-
-        def call(*args, **kwargs):
-            seen["head"] = args[0]
-            return original(*args, **kwargs)
-
-        object.__setattr__(layer, "call", call)
-
     for number, layer in enumerate(found):
-        spy_attention(layer, number)
-    spy_head(head)
+        spy(layer, number)
     try:
         with tf.GradientTape() as tape:
-            model(tf.constant(batch), training=False)
-            logits = tf.matmul(seen["head"], head.kernel) + head.bias
-            top = tf.argmax(logits, axis=-1)
-            score = tf.reduce_sum(tf.gather(logits, top, batch_dims=1))
-        scores = [seen["scores"][n] for n in range(len(found))]
+            score, top = top_class_score(model, head, batch)
+        scores = [seen[n] for n in range(len(found))]
         gradients = tape.gradient(score, scores)
     finally:
-        for layer in [*found, head]:
+        for layer in found:
             object.__delattr__(layer, "call")
     return ([s.numpy() for s in scores], [g.numpy() for g in gradients], top.numpy())

@@ -51,10 +51,7 @@ def hub(keras, tmp_path_factory):
 def photos(tmp_path_factory):
     """Three 32x32 PNGs (lossless, at the models' size: no resize changes them)."""
     folder = tmp_path_factory.mktemp("photos")
-    rng = np.random.default_rng(5)
-    for number in range(3):
-        pixels = rng.integers(0, 256, (hub_models.SIZE, hub_models.SIZE, 3), np.uint8)
-        Image.fromarray(pixels).save(folder / f"p{number}.png")
+    hub_models.write_photos(folder, seed=5)
     return folder
 
 
