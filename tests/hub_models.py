@@ -84,17 +84,23 @@ def find(layer, path: str):
     return layer
 
 
-def write_photos(folder, seed: int, count: int = 3):
+def write_photos(folder, seed: int, count: int = 3) -> None:
     """``count`` random PNGs of the models' size (lossless: no resize changes them),
-    ``p0.png``...; and their pixels, float32."""
+    ``p0.png``..."""
     from PIL import Image
 
     rng = np.random.default_rng(seed)
     folder.mkdir(parents=True, exist_ok=True)
-    pixels = rng.integers(0, 256, (count, SIZE, SIZE, 3), np.uint8)
-    for number in range(count):
-        Image.fromarray(pixels[number]).save(folder / f"p{number}.png")
-    return pixels.astype(np.float32)
+    for number, pixels in enumerate(rng.integers(0, 256, (count, SIZE, SIZE, 3), np.uint8)):
+        Image.fromarray(pixels).save(folder / f"p{number}.png")
+
+
+def read_photos(folder, count: int = 3) -> np.ndarray:
+    """The pixels of `write_photos`' PNGs, float32 ``(count, SIZE, SIZE, 3)``."""
+    from PIL import Image
+
+    return np.stack([np.asarray(Image.open(folder / f"p{number}.png"), np.float32)
+                     for number in range(count)])
 
 
 def top_class_score(model, head, batch):

@@ -12,7 +12,6 @@ import hub_models
 import numpy as np
 import pytest
 from conftest import run
-from PIL import Image
 
 pytest.importorskip("keras_hub", reason="the attention methods' tests need camcli[hub]")
 
@@ -210,8 +209,7 @@ def test_batch_maps_equal_the_formulas_on_the_models_own_attention(name, method,
                   method, "--save-maps", "--device", "cpu"])
     assert result.exit_code == 0, result.output
     prefix, readout = MODELS[name]
-    pixels = np.stack([np.asarray(Image.open(photos / f"p{n}.png"), np.float32)
-                       for n in range(3)])
+    pixels = hub_models.read_photos(photos)
     attentions, gradients, top = hub_models.reference_attention(
         model, model.get_layer("predictions"), pixels)
     assert len(attentions) == 2  # two blocks
@@ -321,8 +319,7 @@ def test_batched_equals_one_by_one(hub, photos, method):
     model, _ = hub["deit"]
     kind = METHODS[method]
     explainer = kind(graph.build(model, kind.own_layers(model)))
-    pixels = np.stack([np.asarray(Image.open(photos / f"p{n}.png"), np.float32)
-                       for n in range(3)])
+    pixels = hub_models.read_photos(photos)
     together = explainer(pixels)
     for number in range(3):
         alone = explainer(pixels[number:number + 1])

@@ -55,11 +55,6 @@ def photos(tmp_path_factory):
     return folder
 
 
-def _pixels(folder):
-    return np.stack([np.asarray(Image.open(folder / f"p{n}.png"), np.float32)
-                     for n in range(3)])
-
-
 @pytest.mark.parametrize("name", list(DEFAULTS))
 @pytest.mark.parametrize("where", ["default", "block input"])
 def test_batch_explains_the_last_block_and_equals_an_interception_reference(
@@ -86,7 +81,7 @@ def test_batch_explains_the_last_block_and_equals_an_interception_reference(
     side = side or "output"
     want, top = hub_models.reference_gradcam(
         model, hub_models.find(model, block), side, model.get_layer("predictions"),
-        _pixels(photos), prefix, grid)
+        hub_models.read_photos(photos), prefix, grid)
     for number in range(3):
         record = records[str(photos / f"p{number}.png")]
         assert record["layer"] == address and record["method"] == "gradcam"
@@ -119,7 +114,7 @@ def test_any_block_input_or_output_inside_a_nested_classifier(keras, hub, photos
     pre-softmax logit of the inner classifier's Dense."""
     inner = hub_models.vit(keras)
     outer = hub_models.wrapped(keras, inner)
-    batch = _pixels(photos)
+    batch = hub_models.read_photos(photos)
     encoder = f"{inner.name}/{inner.backbone.name}/vit_encoder"
     for block, side in [("transformer_block_1", "input"), ("transformer_block_1", "output"),
                         ("transformer_block_2", "input")]:
@@ -143,7 +138,7 @@ def test_any_block_input_or_output_inside_a_nested_classifier(keras, hub, photos
 def test_every_method_runs_at_a_block_and_gives_maps_of_the_grid(method, hub, photos):
     model, _, default = hub["deit"]
     address = default.rsplit("/", 1)[0] + ":input"  # the last block's input
-    result = METHODS[method](graph.build(model, address))(_pixels(photos))
+    result = METHODS[method](graph.build(model, address))(hub_models.read_photos(photos))
     assert result.maps.shape == (3, 4, 4)
     assert np.isfinite(result.maps).all() and result.maps.max() == pytest.approx(1.0)
 

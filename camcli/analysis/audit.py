@@ -271,10 +271,10 @@ def _peak_and_quadrants(mean: np.ndarray) -> tuple[list[float], dict[str, float]
 
 @dataclass
 class Audited:
-    """What `run` did: the document it wrote, where, and the report it (re)wrote."""
+    """What `run` did: the document it wrote (``out_dir/audit.json``), and the report it
+    (re)wrote."""
 
     document: dict
-    path: str
     report: str | None = None
 
 
@@ -296,7 +296,7 @@ def run(out_dir: str, options: AuditOptions = AuditOptions(),
         from camcli.analysis.report import build_report
 
         made = build_report(out_dir, storage=storage).path
-    return Audited(document, path, made)
+    return Audited(document, made)
 
 
 def read_audit(out_dir: str, storage: Storage | None = None) -> dict | None:
@@ -388,6 +388,7 @@ def _cluster_class(result: ClassAudit, stack: np.ndarray, photos: list[str], ins
     result.clusters = sorted(found, key=lambda c: (c.blank, -c.size))
     for number, cluster in enumerate(result.clusters):
         cluster.id = number
+
 
 def _require_libraries() -> None:
     """scikit-learn and SciPy, or say how to install them.

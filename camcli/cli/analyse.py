@@ -8,17 +8,9 @@ import sys
 
 import click
 
-from camcli.cli.app import UsageFailure, main, storage, translate_errors, verbosity_options
-from camcli.cli.params import Location
+from camcli.cli.app import main, storage, translate_errors, verbosity_options
+from camcli.cli.params import Location, parse_clusters
 from camcli.options import AuditOptions, Given, ScoreOptions, default
-
-
-def _parse_clusters(ctx: click.Context, param: click.Parameter, value: str) -> int | None:
-    if value == "auto":
-        return None
-    if not (value.isdigit() and int(value) >= 1):
-        raise UsageFailure(f"--clusters: give 'auto' or a number of clusters, not {value!r}")
-    return int(value)
 
 
 @main.command(short_help="Find the strategies a model uses in a run's saved maps (SpRAy).")
@@ -26,7 +18,7 @@ def _parse_clusters(ctx: click.Context, param: click.Parameter, value: str) -> i
 @click.option("--class", "classes", multiple=True, metavar="NAME",
               help="Audit this explained class (repeatable). [default: every class]")
 @click.option("--clusters", default="auto", show_default=True, metavar="auto|K",
-              callback=_parse_clusters,
+              callback=parse_clusters,
               help="How many clusters per class: the eigengap's choice, or K.")
 @click.option("--max-clusters", default=default(AuditOptions, "max_clusters"),
               show_default=True, type=click.IntRange(2, 50),

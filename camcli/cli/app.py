@@ -90,10 +90,12 @@ def verbosity_options(command):
 
 
 def _set_storage_options(ctx: click.Context, param: click.Parameter, values) -> None:
-    for value in values:
-        key, sep, _ = value.partition("=")
-        if not sep or not key.strip():
-            raise click.BadParameter(f"{value!r} is not KEY=VALUE", ctx=ctx, param=param)
+    from camcli.io.storage import option_pairs
+
+    try:
+        option_pairs(values)  # refused here, with the option's name, before any work
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), ctx=ctx, param=param) from None
     # given before the command's name and after it: both count, the later ones win
     ctx.find_root().ensure_object(dict).setdefault("storage_options", []).extend(values)
 

@@ -9,7 +9,7 @@ import re
 
 import click
 
-from camcli.cli.app import verbosity_options
+from camcli.cli.app import UsageFailure, verbosity_options
 from camcli.compute.backend import PRECISIONS
 from camcli.compute.methods import HEAD_FUSIONS, METHODS
 from camcli.compute.methods.base import FUSE_MODES, SMOOTHINGS
@@ -226,6 +226,14 @@ def parse_grid(ctx: click.Context, param: click.Parameter, value: str | None):
     if not match or not int(match.group(1)) or not int(match.group(2)):
         raise click.BadParameter(f"{value!r} is not HxW with H, W >= 1 (e.g. 14x14)")
     return int(match.group(1)), int(match.group(2))
+
+
+def parse_clusters(ctx: click.Context, param: click.Parameter, value: str) -> int | None:
+    if value == "auto":
+        return None
+    if not (value.isdigit() and int(value) >= 1):
+        raise UsageFailure(f"--clusters: give 'auto' or a number of clusters, not {value!r}")
+    return int(value)
 
 
 def parse_actors(ctx: click.Context, param: click.Parameter, value: str | None):

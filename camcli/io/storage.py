@@ -73,13 +73,10 @@ class Storage:
         """
         import os
 
-        options = {}
-        for pair in pairs:
-            key, sep, value = pair.partition("=")
-            if not sep or not key.strip():
-                raise UsageProblem(f"{{storage_options}}: {pair!r} is not KEY=VALUE",
-                                   ("storage_options",))
-            options[key.strip()] = value
+        try:
+            options = option_pairs(pairs)
+        except ValueError as exc:
+            raise UsageProblem(f"{{storage_options}}: {exc}", ("storage_options",)) from None
         said = (os.environ if environ is None else environ).get(PART_RECORDS_VARIABLE)
         part_records = PART_RECORDS
         if said is not None:
@@ -143,6 +140,21 @@ class Storage:
                                f"{hint}") from None
         except ValueError:
             raise UsageProblem(f"{location}: unknown storage scheme {kind}://") from None
+
+
+def option_pairs(pairs: Sequence[str]) -> dict[str, str]:
+    """``KEY=VALUE`` pairs as a dict (a later key wins; keys stripped).
+
+    Raises:
+        ValueError: naming the first pair that is not ``KEY=VALUE``.
+    """
+    options = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"{pair!r} is not KEY=VALUE")
+        options[key.strip()] = value
+    return options
 
 
 def resolved(storage: Storage | None) -> Storage:

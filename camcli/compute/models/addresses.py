@@ -286,14 +286,11 @@ class BlockAttention:
             under it whose name says attention), or None when none was found.
         family: the model family, as the class of the backbone holding the blocks
             (``ViTBackbone``, ``SwinTransformerBackbone``), else of the blocks.
-        readout: where the classifier reads the class from the tokens (`READOUTS`), when
-            a model above the blocks says it (keras-hub's ``pooling``), else None.
     """
 
     addresses: list
     attention: list
     family: str
-    readout: str | None
 
 
 def block_attention(model) -> BlockAttention | None:
@@ -318,7 +315,7 @@ def block_attention(model) -> BlockAttention | None:
     owners = [type(o).__name__ for o in blocks[0].ancestors]
     family = next((name for name in reversed(owners) if name.endswith("Backbone")),
                   type(blocks[0].layer).__name__)
-    return BlockAttention(addresses, kinds, family, readout_of(blocks[0], model))
+    return BlockAttention(addresses, kinds, family)
 
 
 def readout_of(call: Call, model) -> str | None:
