@@ -202,3 +202,65 @@ def reference_attention(model, head, batch):
         for layer in found:
             object.__delattr__(layer, "call")
     return ([s.numpy() for s in scores], [g.numpy() for g in gradients], top.numpy())
+
+
+def reference_legrad(model, head, final_norm, pooling, batch):
+    """LeGrad's ingredients by spies of the test's own: per block, ``∂s_l/∂A_l``, where
+    ``s_l`` is each image's top class's pre-softmax logit with the model's head written
+    out by hand on block ``l``'s output tokens: ``final_norm`` (the model's last
+    LayerNormalization), the ``pooling`` (``token``: the first token; ``mean``: all
+    tokens' mean), then the ``head`` Dense layer's kernel and bias. The blocks are the
+    layers in which the MultiHeadAttentions' paths part. Numpy, and the top classes."""
+    import keras
+    import tensorflow as tf
+
+    found = []  # (MultiHeadAttention, its ancestors)
+
+    def walk(layer, above):
+        for child in layer._flatten_layers(include_self=False, recursive=False):
+            if isinstance(child, keras.layers.MultiHeadAttention):
+                found.append((child, above))
+            else:
+                walk(child, (*above, child))
+
+    walk(model, ())
+    depth = next(d for d in range(len(found[0][1]))
+                 if found[0][1][d] is not found[1][1][d])
+    blocks = [above[depth] for _, above in found]
+    seen: dict = {}
+
+    def spy(layer, key, attention):
+        original = layer.call
+
+        def call(*args, **kwargs):
+            if attention:
+                kwargs["return_attention_scores"] = True
+                output, scores = original(*args, **kwargs)
+                seen[key] = scores
+                return output
+            output = original(*args, **kwargs)
+            seen[key] = output[0] if isinstance(output, tuple) else output
+            return output
+
+        object.__setattr__(layer, "call", call)
+
+    for number, (layer, _) in enumerate(found):
+        spy(layer, ("attention", number), True)
+        spy(blocks[number], ("block", number), False)
+    try:
+        with tf.GradientTape(persistent=True) as tape:
+            _, top = top_class_score(model, head, batch)
+            scores = []
+            for number in range(len(found)):
+                tokens = final_norm(seen["block", number])
+                pooled = tokens[:, 0] if pooling == "token" else tf.reduce_mean(tokens, 1)
+                logits = tf.matmul(pooled, head.kernel) + head.bias
+                scores.append(tf.reduce_sum(tf.gather(logits, top, batch_dims=1)))
+        gradients = [tape.gradient(scores[n], seen["attention", n]).numpy()
+                     for n in range(len(found))]
+    finally:
+        for layer, _ in found:
+            object.__delattr__(layer, "call")
+        for block in blocks:
+            object.__delattr__(block, "call")
+    return gradients, top.numpy()

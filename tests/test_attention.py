@@ -1,8 +1,9 @@
-"""The attention methods, rollout and gradient-weighted rollout (Chefer et al. 2021),
-against NumPy written from the papers' formulas: on attention matrices written out by hand
-(2 blocks, 2 heads, 2 prefix tokens and a 2x2 grid of patches), and end to end on tiny
-keras-hub ViT, DeiT and DINOv2 models, whose attention and gradients the reference
-captures with its own spy on each MultiHeadAttention's call."""
+"""The attention methods, rollout, gradient-weighted rollout (Chefer et al. 2021) and
+LeGrad (Bousselham et al. 2024), against NumPy written from the papers' formulas: on
+attention matrices and gradients written out by hand (2 blocks, 2 heads, 2 prefix tokens
+and a 2x2 grid of patches), and end to end on tiny keras-hub ViT, DeiT and DINOv2 models,
+whose attention, blocks and gradients the reference captures with its own spies on each
+MultiHeadAttention's and block's call."""
 
 from __future__ import annotations
 
@@ -149,6 +150,36 @@ def test_gradient_rollout_equals_the_formula_on_hand_written_attention():
     np.testing.assert_allclose(got, reference_gradrollout([A1, A2], [G1, G2]), atol=1e-5)
 
 
+def reference_legrad(gradients, readout, prefix, grid):
+    """LeGrad for one image: per block, ReLU(dS_l/dA_l) averaged over the heads, its
+    read-out row(s) over the patch columns; summed over the blocks, then min-max."""
+    total = np.zeros(grid)
+    for gradient in gradients:
+        positive = np.maximum(gradient, 0).mean(0)
+        row = positive[0, prefix:] if readout == "token" else \
+            positive[prefix:, prefix:].mean(0)
+        total += row.reshape(grid)
+    low, high = total.min(), total.max()
+    return (total - low) / (high - low) if high > low else np.zeros(grid)
+
+
+@pytest.mark.parametrize("readout", ["token", "mean"])
+def test_legrad_equals_the_formula_on_hand_written_gradients(readout):
+    from camcli.compute.backend import tensorflow
+    from camcli.compute.methods.attention import legrad, min_max
+    from camcli.compute.models.tokens import TokenGrid
+
+    tf = tensorflow()
+    raw = legrad([tf.constant(g[None], tf.float32) for g in (G1, G2)], readout,
+                 TokenGrid(PREFIX, *GRID))
+    np.testing.assert_allclose(min_max(raw).numpy()[0],
+                               reference_legrad([G1, G2], readout, PREFIX, GRID), atol=1e-5)
+    # by hand, token read-out: block 1's row 0 over the patches is mean(relu) of heads
+    # (0, 2, 0, 0) and (1, 0, 2, 0.5); block 2's, (0, 3, 0, 0) and (0, 0, 0, 2)
+    if readout == "token":
+        np.testing.assert_allclose(raw.numpy()[0], [[0.5, 2.5], [1.0, 1.25]], atol=1e-6)
+
+
 @pytest.mark.parametrize("readout", ["token", "mean"])
 def test_the_read_out_row_over_the_patch_columns(readout):
     from camcli.compute.backend import tensorflow
@@ -229,6 +260,53 @@ def test_batch_maps_equal_the_formulas_on_the_models_own_attention(name, method,
                                    atol=1e-5)
 
 
+def final_norm(name, model):
+    """The model's last LayerNormalization: the encoder's (ViT, DeiT) or the backbone's
+    (DINOv2)."""
+    if name == "dinov2":
+        return model.get_layer("dinov2_backbone").layernorm
+    encoder = "deit_encoder" if name == "deit" else "vit_encoder"
+    return model.backbone.get_layer(encoder).layer_norm
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_legrad_maps_equal_the_formula_with_the_models_own_head_on_each_block(
+        name, hub, photos, tmp_path):
+    model, path = hub[name]
+    out = tmp_path / "out"
+    result = run(["batch", str(photos), "--out", str(out), "--model", path, "--method",
+                  "legrad", "--save-maps", "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    prefix, readout = MODELS[name]
+    gradients, top = hub_models.reference_legrad(
+        model, model.get_layer("predictions"), final_norm(name, model), readout,
+        hub_models.read_photos(photos))
+    for number in range(3):
+        record = records(out)[str(photos / f"p{number}.png")]
+        assert record["method"] == "legrad" and record["class_index"] == top[number]
+        assert record["class_specific"] is True and len(record["layer"]) == 2
+        want = reference_legrad([g[number] for g in gradients], readout, prefix, (4, 4))
+        assert want.max() == 1.0 and want.min() == 0.0  # a map with contrast
+        np.testing.assert_allclose(np.load(out / record["map"]), want, atol=1e-5)
+
+
+def test_legrad_explains_the_blocks_layer_names(hub, photos, tmp_path):
+    model, path = hub["vit"]
+    address = records_of_rollout(path, photos, tmp_path)[1]  # block 2's attention
+    out = tmp_path / "out"
+    result = run(["batch", str(photos), "--out", str(out), "--model", path, "--method",
+                  "legrad", "--layer", address, "--save-maps", "-q"])
+    assert result.exit_code == 0, result.output
+    gradients, _ = hub_models.reference_legrad(
+        model, model.get_layer("predictions"), final_norm("vit", model), "token",
+        hub_models.read_photos(photos))
+    for number in range(3):
+        record = records(out)[str(photos / f"p{number}.png")]
+        assert record["layer"] == address
+        np.testing.assert_allclose(np.load(out / record["map"]), reference_legrad(
+            [gradients[1][number]], "token", 1, (4, 4)), atol=1e-5)
+
+
 def test_rollout_settings_are_part_of_the_request(hub, photos, tmp_path):
     _, path = hub["deit"]
     out = tmp_path / "out"
@@ -246,7 +324,7 @@ def test_rollout_settings_are_part_of_the_request(hub, photos, tmp_path):
 def test_swin_attends_otherwise_and_is_refused_in_one_line(keras, tmp_path, photos):
     path = tmp_path / "swin.keras"
     hub_models.swin(keras).save(path)
-    for method in ("rollout", "gradrollout"):
+    for method in ("rollout", "gradrollout", "legrad"):
         result = run(["batch", str(photos), "--out", str(tmp_path / "o"), "--model",
                       str(path), "--method", method, "--device", "cpu"])
         assert result.exit_code == 2
@@ -283,7 +361,7 @@ def test_the_attention_methods_choose_their_blocks_and_other_methods_refuse_atte
     assert other.exit_code == 2
     assert other.stderr.strip().splitlines()[-1] == (
         "Error: gradcam explains feature maps and tokens; an '...:attention' address is read "
-        "by the attention methods (rollout, gradrollout)")
+        "by the attention methods (rollout, gradrollout, legrad)")
     option = run(["batch", str(photos), "--out", str(tmp_path / "x"), "--model", path,
                   "--discard-ratio", "0.2"])
     assert option.exit_code == 2
@@ -311,7 +389,7 @@ def test_top_k_maps_reuse_rollouts_one_map_and_rank_gradrollouts(hub, photos, tm
         assert same == (method == "rollout"), method  # not class-specific / class-specific
 
 
-@pytest.mark.parametrize("method", ["rollout", "gradrollout"])
+@pytest.mark.parametrize("method", ["rollout", "gradrollout", "legrad"])
 def test_batched_equals_one_by_one(hub, photos, method):
     from camcli.compute.methods import METHODS
     from camcli.compute.models import graph

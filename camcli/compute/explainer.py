@@ -164,7 +164,7 @@ def build_explainer(loaded: LoadedModel, request: ExplainRequest = ExplainReques
     if not layers:
         layers, source = loaded.default_layer, f"the registered layer of {loaded.name}"
     own = kind.own_layers(loaded.model) if kind is not None else None
-    if own is not None:
+    if own is not None and not (request.layers and kind.takes_layers):
         if request.layers:
             raise UsageProblem(f"{kind.name} has no target layer: it uses "
                                f"{kind.own_layers_are} itself; drop {{layers}}", ("layers",))

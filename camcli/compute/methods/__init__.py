@@ -4,7 +4,7 @@ method table; every method is one small subclass of `BaseCAM`."""
 from __future__ import annotations
 
 from camcli.compute.methods.ablation import AblationCAM
-from camcli.compute.methods.attention import HEAD_FUSIONS, GradRollout, Rollout
+from camcli.compute.methods.attention import HEAD_FUSIONS, GradRollout, LeGrad, Rollout
 from camcli.compute.methods.base import (
     SMOOTHINGS,
     TOP1,
@@ -33,14 +33,14 @@ METHODS: dict[str, type[BaseCAM]] = {
     m.name: m
     for m in (CAM, GradCAM, GradCAMPlusPlus, XGradCAM, HiResCAM, LayerCAM, EigenCAM, ScoreCAM,
               AblationCAM, EigenGradCAM, GradCAMElementWise, KPCACAM, ShapleyCAM, FinerCAM,
-              FullGrad, Rollout, GradRollout, RandomCAM)
+              FullGrad, Rollout, GradRollout, LeGrad, RandomCAM)
 }
 
 __all__ = ["CAM", "HEAD_FUSIONS", "KERNELS", "KPCACAM", "METHODS", "SMOOTHINGS", "TOP1",
            "AblationCAM", "BaseCAM", "EigenCAM", "EigenGradCAM", "Explanation", "FinerCAM",
            "FullGrad", "GradCAM", "GradCAMElementWise", "GradCAMPlusPlus", "GradRollout",
-           "HiResCAM", "LayerCAM", "Predictor", "RandomCAM", "Rollout", "ScoreCAM", "ShapleyCAM",
-           "XGradCAM", "rank_classes"]
+           "HiResCAM", "LayerCAM", "LeGrad", "Predictor", "RandomCAM", "Rollout", "ScoreCAM",
+           "ShapleyCAM", "XGradCAM", "rank_classes"]
 
 
 def methods_table() -> str:

@@ -16,8 +16,15 @@ product and are left out only there).
 * `GradRollout` (Chefer, Gur & Wolf 2021, "Generic Attention-model Explainability"):
   ``R = I``; for each block in order, ``Ā_l = mean_heads((∇A_l ⊙ A_l)⁺)`` and ``R ← R +
   Ā_l R``; ∇ of the class's pre-softmax logit, as for every camcli method.
+* `LeGrad` (Bousselham et al. 2024, "LeGrad: An Explainability Method for Vision
+  Transformers via Feature Formation Sensitivity"): per explained block ``l``, the
+  model's own head (`camcli.compute.models.graph.TokenHead`: final norm, pooling,
+  classifier) applied to block ``l``'s output tokens gives a score ``s_l``; the block's
+  map is ``ReLU(∂s_l/∂A_l)`` averaged over the heads, read out like the others; the maps
+  are summed over the blocks and min-max normalised.
 
-They pick their own targets (`AttentionMethod.own_layers`: every block's attention) and
+They pick their own targets (`AttentionMethod.own_layers`: every block's attention; LeGrad
+also takes ``--layer``'s ``...:attention`` addresses) and
 refuse a model whose blocks attend otherwise (Swin's windowed attention, DINOv3's fused
 attention) or that has no transformer blocks.
 """
@@ -27,7 +34,7 @@ from __future__ import annotations
 from typing import ClassVar
 
 from camcli.compute.backend import tensorflow
-from camcli.compute.methods.base import BaseCAM, forward, normalise
+from camcli.compute.methods.base import BaseCAM, classified, forward, normalise
 from camcli.compute.models.addresses import block_attention
 from camcli.errors import UsageProblem
 from camcli.options import DISCARD_RATIO, HEAD_FUSION
@@ -139,6 +146,62 @@ class GradRollout(AttentionMethod):
 
     def relevance(self, attentions, gradients):
         return gradient_rollout(attentions, gradients)
+
+
+class LeGrad(AttentionMethod):
+    name = "legrad"
+    paper = ("Bousselham, Boggust, Chaybouti, Strobelt & Kuehne, LeGrad: An Explainability "
+             "Method for Vision Transformers via Feature Formation Sensitivity, 2024")
+    cost = "1 forward + 1 backward per block"
+    use_when = ("vision transformers (ViT, DeiT, DINOv2): class-specific, every block's "
+                "attention judged by the model's own head; --layer picks blocks")
+    needs_gradients = True
+    takes_layers = True
+    own_layers_are = "the attention of every transformer block (or those --layer names)"
+
+    def __init__(self, graph, fuse: str = "mean", smooth: str | None = None):
+        super().__init__(graph, fuse, smooth)
+        head = graph.token_head
+        problem = graph.token_head_problem if head is None else head.check(
+            graph.model, graph.model.inputs[0].shape)
+        if problem is not None:
+            raise UsageProblem(f"legrad applies the model's head to each block's tokens, "
+                               f"and {problem}; use rollout or gradrollout")
+
+    def explain_step(self, x, requested):
+        tf = tensorflow()
+        with tf.GradientTape(persistent=True) as tape:
+            attentions, blocks, logits = self.graph.run_blocks(x)
+            _, probabilities, class_index = classified(self.graph, logits, requested)
+            scores = [tf.gather(tf.cast(self.graph.token_head(tokens), tf.float32),
+                                class_index, batch_dims=1) for tokens in blocks]
+        # One gradient per block: s_l's with respect to block l's attention only.
+        gradients = [tape.gradient(score, attention)
+                     for score, attention in zip(scores, attentions, strict=True)]
+        del tape
+        raw = legrad([tf.zeros_like(a, tf.float32) if g is None else tf.cast(g, tf.float32)
+                      for a, g in zip(attentions, gradients, strict=True)],
+                     self.readout, self.grid)
+        zero = tf.zeros([len(self.graph.layers), tf.shape(x)[0]], tf.bool)
+        return probabilities, class_index, raw, min_max(raw), zero
+
+
+def legrad(gradients: list, readout: str, grid):
+    """LeGrad's map from each explained block's ``∂s_l/∂A_l`` ``(n, heads, T, T)``:
+    ``Σ_l read_out(mean_heads(ReLU(∂s_l/∂A_l)))``, ``(n, height, width)``, before the
+    min-max normalisation."""
+    tf = tensorflow()
+    return tf.add_n([read_out(tf.reduce_mean(tf.nn.relu(g), axis=1), readout, grid)
+                     for g in gradients])
+
+
+def min_max(raw):
+    """Each map ``(n, h, w)`` scaled to [0, 1] by its minimum and maximum; a constant map
+    is all zero."""
+    tf = tensorflow()
+    low = tf.reduce_min(raw, axis=[1, 2], keepdims=True)
+    high = tf.reduce_max(raw, axis=[1, 2], keepdims=True)
+    return tf.math.divide_no_nan(raw - low, high - low)
 
 
 def rollout(attentions: list, head_fusion: str = HEAD_FUSION,

@@ -134,6 +134,9 @@ class BaseCAM:
     reads_attention: ClassVar[bool] = False
     #: With `own_layers`: what those layers are, in a few words (for messages and logs).
     own_layers_are: ClassVar[str] = ""
+    #: With `own_layers`: whether ``--layer`` may name others instead (LeGrad's blocks);
+    #: else it is refused.
+    takes_layers: ClassVar[bool] = False
 
     def __init__(self, graph: ExplainGraph, fuse: str = FUSE_MODES[0],
                  smooth: str | None = None):
@@ -153,7 +156,7 @@ class BaseCAM:
                                             graph.sites or ()):
             raise UsageProblem(f"{self.name} explains feature maps and tokens; an "
                                "'...:attention' address is read by the attention methods "
-                               "(rollout, gradrollout)")
+                               "(rollout, gradrollout, legrad)")
         self._step = None
         self._warned: set[str] = set()
 
@@ -296,8 +299,19 @@ def forward(graph: ExplainGraph, x, requested, score=None):
     The score is ``score(logits, class_index)``; by default the logit of the explained
     class (pre-softmax where the model has one).
     """
-    tf = tensorflow()
     features, logits = graph.run(x)
+    logits, probabilities, class_index = classified(graph, logits, requested)
+    if score is None:
+        return features, probabilities, class_index, tensorflow().gather(
+            logits, class_index, batch_dims=1)
+    return features, probabilities, class_index, score(logits, class_index)
+
+
+def classified(graph: ExplainGraph, logits, requested):
+    """``(logits, probabilities, class_index)``: the logits as float32, the
+    probabilities they give, and each image's explained class (``requested``, or the
+    top-1 where it is negative)."""
+    tf = tensorflow()
     logits = tf.cast(logits, tf.float32)
     if graph.output_kind == "softmax":
         probabilities = tf.nn.softmax(logits, axis=-1)
@@ -307,11 +321,7 @@ def forward(graph: ExplainGraph, x, requested, score=None):
         probabilities = logits
     # Not tf.argmax: it does not say which index wins a tie; top_k takes the lower one.
     top1 = tf.math.top_k(probabilities, k=1).indices[:, 0]
-    class_index = tf.where(requested >= 0, requested, top1)
-    if score is None:
-        return features, probabilities, class_index, tf.gather(logits, class_index,
-                                                               batch_dims=1)
-    return features, probabilities, class_index, score(logits, class_index)
+    return logits, probabilities, tf.where(requested >= 0, requested, top1)
 
 
 def compile_step(fn, batch: np.ndarray):

@@ -318,6 +318,32 @@ def block_attention(model) -> BlockAttention | None:
     return BlockAttention(addresses, kinds, family)
 
 
+def block_of(calls: list[Call], inner: Call) -> Call | None:
+    """The transformer block (`_blocks`) that ``inner`` is called in, or None."""
+    return next((b for b in _blocks(calls) if inner.path.startswith(b.path + "/")), None)
+
+
+def after_blocks(calls: list[Call]) -> tuple[list[Call], Call, Call] | str:
+    """What a transformer does to its last block's tokens before the graph takes them
+    over: ``(tail, encoder, last block)``, the layers the encoder (the graph layer that calls the
+    blocks) calls after its last block, in order (ViT's and DeiT's final ``layer_norm``;
+    none in DINOv2, whose norm is a graph layer), the encoder's call and the last
+    block's; or why there is
+    no such split (a string)."""
+    blocks = _blocks(calls)
+    if not blocks:
+        return "the model has no transformer blocks"
+    last = blocks[-1]
+    parent = last.path.rsplit("/", 1)[0]
+    encoder = next((c for c in calls if c.path == parent and not c.intercepted), None)
+    if encoder is None or any(b.path.rsplit("/", 1)[0] != parent for b in blocks):
+        return ("its blocks are not called by one layer of the model's graph, so camcli "
+                "cannot apply the model's head to a block's tokens")
+    tail = [c for c in calls if c.intercepted and c.path.rsplit("/", 1)[0] == parent
+            and c.seen.order > last.seen.order]
+    return tail, encoder, last
+
+
 def readout_of(call: Call, model) -> str | None:
     """``token`` or ``mean`` when a model above ``call`` (``model`` itself included)
     states its pooling (keras-hub's classifiers: ``pooling="token"`` or ``"gap"``), else

@@ -18,7 +18,14 @@ from typing import Any
 
 from camcli.compute.models import capture
 from camcli.compute.models import tokens as token_layers
-from camcli.compute.models.addresses import automatic, find_layer, grid_of, readout_of
+from camcli.compute.models.addresses import (
+    after_blocks,
+    automatic,
+    block_of,
+    find_layer,
+    grid_of,
+    readout_of,
+)
 from camcli.compute.models.replay import Call, outputs, replayed
 from camcli.errors import LayerError
 
@@ -52,6 +59,11 @@ class ExplainGraph:
         readout: with attention targets (``...:attention``), where the classifier reads
             the class from the tokens: ``token`` (the first token, a class token) or
             ``mean`` (the patches' mean); else None.
+        blocks: with attention targets, per target, ``(block, "output")``: the
+            transformer block it attends in, whose output tokens `run_blocks` captures.
+        token_head: with attention targets, the model's head on a block's output tokens
+            (`TokenHead`: what follows the last block, up to the logits), or None when
+            camcli cannot split it off (`token_head_problem` says why).
     """
 
     model: Any
@@ -65,6 +77,9 @@ class ExplainGraph:
     sites: list = None
     head: Any = None
     readout: str | None = None
+    blocks: list = None
+    token_head: TokenHead | None = None
+    token_head_problem: str | None = None
 
     def logits_from(self, x, features):
         """The logits when the (one) target layer gives ``features`` instead of its own
@@ -97,6 +112,18 @@ class ExplainGraph:
             features.append(tensor)
         return features, logits
 
+    def run_blocks(self, x):
+        """The forward pass of `run`, also capturing `blocks`' output tokens:
+        ``(features, block tokens, logits)``."""
+        sites = [*[c for c in self.captured if c is not None], *self.blocks]
+        with capture.Captured(sites).during() as seen:
+            *graph_features, logits = outputs(self.model(x, training=False))
+        count = len(sites) - len(self.blocks)
+        from_graph, from_calls = iter(graph_features), iter(seen.tensors[:count])
+        features = [next(from_graph) if site is None else next(from_calls)
+                    for site in self.captured]
+        return features, seen.tensors[count:], logits
+
     def as_map(self, index: int, tensor):
         """Target layer ``index``'s output (or its gradient) as an ``(n, h, w, c)`` map."""
         grid = self.grids[index] if self.grids else None
@@ -106,6 +133,53 @@ class ExplainGraph:
     def layer(self) -> str:
         """The target layer's path (several: joined with ' + ')."""
         return " + ".join(self.layers)
+
+
+class TokenHead:
+    """A transformer's head on a block's output tokens: the layers its encoder calls
+    after the last block (a final LayerNormalization), then the graph from the encoder's
+    output to the logits (pooling, classifier, pre-softmax), so that ``head(tokens of
+    the last block)`` are the model's own logits (`check`)."""
+
+    def __init__(self, tail: list, rest, last_block):
+        self.tail, self.rest, self.last_block = tail, rest, last_block
+
+    def __call__(self, tokens):
+        for layer in self.tail:
+            tokens = layer(tokens, training=False)
+        return outputs(self.rest(tokens, training=False))[-1]
+
+    def check(self, model, input_shape) -> str | None:
+        """Why the head is not the model's (its logits differ on random images), or None
+        when it is: one eager pass of two images."""
+        import numpy as np
+
+        probe = np.random.default_rng(0).uniform(
+            0, 1, (2, *(d or 32 for d in input_shape[1:]))).astype("float32")
+        with capture.Captured([(self.last_block, "output")]).during() as seen:
+            logits = np.asarray(outputs(model(probe, training=False))[-1], np.float64)
+        mine = np.asarray(self(seen.tensors[0]), np.float64)
+        if mine.shape != logits.shape or not np.allclose(
+                mine, logits, rtol=1e-3, atol=1e-3 * max(1.0, float(np.abs(logits).max()))):
+            return ("applying the layers after the last block to a block's tokens does not "
+                    "give the model's logits")
+        return None
+
+
+def _token_head(calls: list[Call], logits) -> tuple[TokenHead | None, str | None]:
+    """The model's head on a block's tokens (`TokenHead`), or None and why not."""
+    import keras
+
+    found = after_blocks(calls)
+    if isinstance(found, str):
+        return None, found
+    tail, encoder, last = found
+    encoder_output = keras.tree.flatten(encoder.output)[0]
+    try:  # the classifier may read more than the encoder's tokens
+        rest = keras.Model(encoder_output, logits, name="camcli_token_head")
+    except ValueError:
+        return None, "the classifier reads more than the encoder's output tokens"
+    return TokenHead([c.layer for c in tail], rest, last.layer), None
 
 
 def _activation_name(layer) -> str:
@@ -216,8 +290,14 @@ def build(model, layer: str | Sequence[str] | None = None, source: str = "as ask
         if grid is not None:
             log.info("layer %s: %d prefix tokens, then a %dx%d grid of patches",
                      target.address, grid.prefix, grid.height, grid.width)
-    readout = None
+    readout, blocks, token_head, token_head_problem = None, None, None, None
     if any(c.side == "attention" for c in chosen_all):
+        blocks = [block_of(calls, c.call) for c in chosen_all]
+        if any(b is None for b in blocks):
+            raise LayerError("an attention target outside the transformer's blocks: the "
+                             "attention methods explain the blocks' attention")
+        blocks = [(b.layer, "output") for b in blocks]
+        token_head, token_head_problem = _token_head(calls, logits)
         prefix = grids[0].prefix if grids and grids[0] is not None else 0
         readout = readout_of(chosen_all[0].call, model) or ("token" if prefix else "mean")
         log.info("attention: read out from %s", "the class token (the first token)"
@@ -243,4 +323,7 @@ def build(model, layer: str | Sequence[str] | None = None, source: str = "as ask
         sites=[(c.call.layer, c.side) for c in chosen_all],
         head=head,
         readout=readout,
+        blocks=blocks,
+        token_head=token_head,
+        token_head_problem=token_head_problem,
     )
