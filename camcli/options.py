@@ -42,6 +42,14 @@ DEFAULT_SCORECAM_BATCH = 64
 #: Finer-CAM: how much of the similar classes' logits is subtracted, and how many of them.
 FINER_ALPHA, FINER_CLASSES = 1.0, 3
 
+#: ``--method``'s default: the method measured best for the model's family, resolved when
+#: the model is loaded (`camcli.compute.explainer.chosen_method`).
+AUTO = "auto"
+#: The method ``auto`` gives a vision transformer whose blocks attend with
+#: MultiHeadAttention: the best worst-task pointing of ``bench/transformers.py``
+#: (README, "Transformers"); any other model gets Grad-CAM.
+TRANSFORMER_METHOD = "rollout"
+
 #: Attention rollout: how a block's heads are fused, and the share of each fused matrix's
 #: lowest entries dropped (vit-explain's defaults).
 HEAD_FUSION, DISCARD_RATIO = "mean", 0.0
@@ -82,7 +90,9 @@ class ExplainRequest:
     """What to explain (``method=None``: predict only, no map).
 
     Attributes:
-        method: a key of `camcli.compute.methods.METHODS`, or None.
+        method: a key of `camcli.compute.methods.METHODS`; `AUTO`, the measured default
+            of the model's family (`TRANSFORMER_METHOD` on a vision transformer with no
+            ``layers`` asked, else Grad-CAM); or None.
         layers: target layer names or nested paths (none: the model's registered layer,
             else the last spatial feature map); several are fused into one map.
         fuse: how several layers' maps become one: ``mean`` or ``max``.
@@ -118,7 +128,7 @@ class ExplainRequest:
             distillation, registers) when the token count does not say it.
     """
 
-    method: str | None = "gradcam"
+    method: str | None = AUTO
     layers: tuple[str, ...] = ()
     fuse: str = "mean"
     class_spec: str | int | None = None

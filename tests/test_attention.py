@@ -264,7 +264,7 @@ def final_norm(name, model):
     """The model's last LayerNormalization: the encoder's (ViT, DeiT) or the backbone's
     (DINOv2)."""
     if name == "dinov2":
-        return model.get_layer("dinov2_backbone").layernorm
+        return next(layer for layer in model.layers if hasattr(layer, "layernorm")).layernorm
     encoder = "deit_encoder" if name == "deit" else "vit_encoder"
     return model.backbone.get_layer(encoder).layer_norm
 
@@ -363,10 +363,47 @@ def test_the_attention_methods_choose_their_blocks_and_other_methods_refuse_atte
         "Error: gradcam explains feature maps and tokens; an '...:attention' address is read "
         "by the attention methods (rollout, gradrollout, legrad)")
     option = run(["batch", str(photos), "--out", str(tmp_path / "x"), "--model", path,
-                  "--discard-ratio", "0.2"])
+                  "--method", "gradcam", "--discard-ratio", "0.2"])
     assert option.exit_code == 2
     assert option.stderr.strip().splitlines()[-1] == (
         "Error: --head-fusion and --discard-ratio apply to the rollout method only")
+
+
+def test_a_vision_transformers_default_is_the_measured_one_and_a_cnns_is_gradcam(
+        hub, photos, tmp_path, model_args, keras):
+    _, path = hub["deit"]
+    out = tmp_path / "vit"
+    given = run(["batch", str(photos), "--out", str(out), "--model", path, "--save-maps",
+                 "--discard-ratio", "0.2", "--device", "cpu"])
+    assert given.exit_code == 0, given.output
+    assert ("method: rollout (the default for a vision transformer (DeiTBackbone), "
+            "measured by bench/transformers.py)") in given.stderr
+    chosen = list(records(out).values())
+    assert {(r["method"], r["settings"], r["class_specific"]) for r in chosen} == {
+        ("rollout", "discard_ratio=0.2", False)}
+    # the same maps as --method rollout: the same request, so resume skips them all
+    again = run(["batch", str(photos), "--out", str(out), "--model", path, "--method",
+                 "rollout", "--discard-ratio", "0.2", "--save-maps", "--device", "cpu"])
+    assert "3 inputs: 0 written, 3 already done" in again.stderr, again.stderr
+    block = chosen[0]["layer"][1].removesuffix("/mha:attention")  # the last block
+    layer = run(["batch", str(photos), "--out", str(tmp_path / "layer"), "--model", path,
+                 "--layer", f"{block}:input", "--device", "cpu"])
+    assert layer.exit_code == 0, layer.output
+    assert {r["method"] for r in records(tmp_path / "layer").values()} == {"gradcam"}
+    swin = tmp_path / "swin.keras"
+    hub_models.swin(keras).save(swin)  # its blocks attend otherwise: gradcam
+    windows = run(["batch", str(photos), "--out", str(tmp_path / "swin"), "--model",
+                   str(swin), "--device", "cpu"])
+    assert windows.exit_code == 0, windows.output
+    assert {r["method"] for r in records(tmp_path / "swin").values()} == {"gradcam"}
+    cnn = run(["batch", str(photos), "--out", str(tmp_path / "cnn"), *model_args,
+               "--discard-ratio", "0.2"])
+    assert cnn.exit_code == 2
+    assert cnn.stderr.strip().splitlines()[-1] == (
+        "Error: --head-fusion and --discard-ratio apply to the rollout method only")
+    plain = run(["batch", str(photos), "--out", str(tmp_path / "cnn"), *model_args])
+    assert {r["method"] for r in records(tmp_path / "cnn").values()} == {"gradcam"}, \
+        plain.output
 
 
 def records_of_rollout(path, photos, tmp_path) -> list[str]:

@@ -68,7 +68,7 @@ def test_batch_explains_the_last_block_and_equals_an_interception_reference(
         address = address.rsplit("/", 1)[0] + ":input"
         asked = ["--layer", address]
     result = run(["batch", str(photos), "--out", str(out), "--model", path, "--save-maps",
-                  "--device", "cpu", *asked])
+                  "--method", "gradcam", "--device", "cpu", *asked])
     assert result.exit_code == 0, result.output
     _, prefix, grid = DEFAULTS[name]
     if not asked:
@@ -98,7 +98,8 @@ def test_the_grid_is_part_of_the_request_resume_keys_on(hub, photos, tmp_path):
     another request: redone."""
     _, path, address = hub["deit"]
     out = str(tmp_path / "out")
-    common = ["batch", str(photos), "--out", out, "--model", path, "--device", "cpu"]
+    common = ["batch", str(photos), "--out", out, "--model", path, "--method", "gradcam",
+              "--device", "cpu"]
     assert run(common).exit_code == 0
     again = run([*common, "--token-grid", "4x4", "--prefix-tokens", "2"])
     assert "0 written, 3 already done" in again.stderr, again.stderr
@@ -164,7 +165,7 @@ def test_zero_gradients_at_the_last_blocks_output_are_said_once(hub, photos, tmp
                "layers MODEL' lists the blocks)")
     assert result.stderr.count(warning) == 1, result.stderr
     quiet = run(["batch", str(photos), "--out", str(tmp_path / "q"), "--model", path,
-                 "--device", "cpu"])
+                 "--method", "gradcam", "--device", "cpu"])
     assert "all zero" not in quiet.stderr
 
 

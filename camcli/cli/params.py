@@ -15,10 +15,18 @@ from camcli.compute.methods import HEAD_FUSIONS, METHODS
 from camcli.compute.methods.base import FUSE_MODES, SMOOTHINGS
 from camcli.compute.methods.eigencam import KERNELS
 from camcli.compute.models.preprocess import PREPROCESSORS
-from camcli.options import DEFAULT_BATCH_SIZE, ExplainRequest, ModelRequest, RenderStyle, default
+from camcli.options import (
+    AUTO,
+    DEFAULT_BATCH_SIZE,
+    TRANSFORMER_METHOD,
+    ExplainRequest,
+    ModelRequest,
+    RenderStyle,
+    default,
+)
 
 # The registries feed the choices (they import NumPy, ~80 ms; never TensorFlow or OpenCV).
-METHOD_NAMES = tuple(METHODS)
+METHOD_NAMES = (AUTO, *METHODS)
 PREPROCESS_NAMES = tuple(PREPROCESSORS)
 #: What --metrics measures (--metrics alone: faithfulness).
 METRIC_KINDS = ("faithfulness", "road", "all")
@@ -133,7 +141,11 @@ def method_options(command):
     return _stack(command, [
         click.option("--method", default=default(ExplainRequest, "method"), show_default=True,
                      type=click.Choice(METHOD_NAMES),
-                     help="The method (see 'camcli methods')."),
+                     help=f"The method (see 'camcli methods'). {AUTO}: "
+                          f"{TRANSFORMER_METHOD} on a vision transformer whose blocks "
+                          "attend with MultiHeadAttention (the best worst-task pointing "
+                          "of the bench, README: Transformers), else gradcam; with "
+                          "--layer, gradcam."),
         click.option("--top-k-maps", type=click.IntRange(min=1), default=None, metavar="K",
                      help="One picture per each of the top-K classes, named "
                           "<name>.<rank>-<label>.jpg; one manifest record each, with 'rank'."),

@@ -11,6 +11,8 @@ tables, devices to choose or boxes; `build_explainer` makes one from an
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import logging
 from dataclasses import dataclass
 
 import numpy as np
@@ -18,10 +20,13 @@ import numpy as np
 from camcli.compute.backend import tensorflow
 from camcli.compute.methods import METHODS, BaseCAM, Predictor
 from camcli.compute.models import LoadedModel, graph
+from camcli.compute.models.addresses import block_attention
 from camcli.compute.models.preprocess import preprocess
 from camcli.compute.targets import Targets
 from camcli.errors import UsageProblem
-from camcli.options import ExplainRequest, default
+from camcli.options import AUTO, TRANSFORMER_METHOD, ExplainRequest, default
+
+log = logging.getLogger("camcli")
 
 
 @dataclass
@@ -158,6 +163,7 @@ def build_explainer(loaded: LoadedModel, request: ExplainRequest = ExplainReques
         LayerError, CamNotApplicable: the request does not fit the model.
         UsageProblem: a method's option given with another method.
     """
+    request = chosen_method(request, loaded.model)
     check_method_options(request)
     kind = METHODS[request.method] if request.method else None
     layers, source = list(request.layers), "as asked"
@@ -181,13 +187,37 @@ def build_explainer(loaded: LoadedModel, request: ExplainRequest = ExplainReques
     return Explainer(explained, method, loaded.preprocess, loaded.input_size, device)
 
 
+def chosen_method(request: ExplainRequest, model) -> ExplainRequest:
+    """``request`` with `AUTO` resolved for ``model``: `TRANSFORMER_METHOD` for a vision
+    transformer whose every block attends with ``keras.layers.MultiHeadAttention`` when
+    no layer is asked, else ``gradcam`` (the layer asked, or the model's default layer);
+    any other request as it is.
+
+    Raises:
+        LayerError: a model camcli cannot traverse.
+    """
+    if request.method != AUTO:
+        return request
+    method, why = "gradcam", "the default"
+    if not request.layers:
+        found = block_attention(model)
+        if found is not None and all(address is not None for address in found.addresses):
+            method = TRANSFORMER_METHOD
+            why = (f"the default for a vision transformer ({found.family}), measured by "
+                   "bench/transformers.py")
+    log.info("method: %s (%s)", method, why)
+    return dataclasses.replace(request, method=method)
+
+
 def check_method_options(request: ExplainRequest) -> None:
-    """Refuse a method's own options (`BaseCAM.options`) given with another method.
+    """Refuse a method's own options (`BaseCAM.options`) given with another method
+    (with `AUTO`, those of `TRANSFORMER_METHOD` wait for the model to say).
 
     Raises:
         UsageProblem: naming the options and the methods they apply to.
     """
-    chosen = METHODS[request.method].options if request.method else ()
+    method = TRANSFORMER_METHOD if request.method == AUTO else request.method
+    chosen = METHODS[method].options if method else ()
     owners: dict[str, tuple[str, ...]] = {}
     for method in METHODS.values():
         for name in method.options:

@@ -16,7 +16,12 @@ import logging
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
-from camcli.compute.explainer import Explainer, build_explainer, check_method_options
+from camcli.compute.explainer import (
+    Explainer,
+    build_explainer,
+    check_method_options,
+    chosen_method,
+)
 from camcli.compute.models import LoadedModel
 from camcli.compute.targets import TargetPlan
 from camcli.errors import UsageProblem
@@ -61,6 +66,7 @@ class Session:
                 ClassError: the request does not fit the model.
         """
         check(request)
+        request = chosen_method(request, loaded.model)
         explainer = build_explainer(loaded, request, device, progress)
         return cls(loaded, explainer, plan_of(request, loaded, explainer.num_classes), request,
                    resolved(storage))
