@@ -277,7 +277,10 @@ def speed(work: Path, images: int, batch_size: int,
     print(f"\ngradcam's target layer: the default, {default}\n")
 
 
-def memory(work: Path, counts: list[int]) -> None:
+def memory(work: Path, counts: list[int],
+           methods: tuple[str, ...] = ("auto", *ATTENTION_METHODS[1:])) -> None:
+    """Peak RSS of ``camcli batch`` (a fresh process each) on ``counts`` images, for each
+    method (``auto``: the default, rollout on this model)."""
     import keras_hub
 
     path = work / "vit_small.keras"
@@ -287,26 +290,29 @@ def memory(work: Path, counts: list[int]) -> None:
     keras_hub.models.ViTImageClassifier(backbone=backbone, num_classes=10,
                                         activation="softmax").save(path)
     photos = work / "mem-photos"
-    print("### Memory: peak RSS of camcli batch with a small ViT, 160x120 JPEGs\n")
-    print("| images | peak RSS (MiB) | wall time (s) |")
-    print("| ---: | ---: | ---: |")
-    made, results = 0, {}
+    print("### Memory: peak RSS of camcli batch with a small ViT (3 blocks), 160x120 "
+          "JPEGs\n")
+    print("| method | images | peak RSS (MiB) | wall time (s) |")
+    print("| --- | ---: | ---: | ---: |")
+    make_photos_range(photos, 0, max(counts))
     for count in counts:
-        make_photos_range(photos, made, count)
-        made = max(made, count)
         subset = work / f"subset-{count}"
         subset.mkdir()
         for p in sorted(photos.glob("*.jpg"))[:count]:
             os.symlink(p, subset / p.name)
-        command = [sys.executable, "-c", _MEASURE, str(subset), str(work / f"out-{count}"),
-                   str(path)]
-        started = time.perf_counter()
-        done = subprocess.run(command, capture_output=True, text=True, check=True)
-        results[count] = int(done.stdout.strip().splitlines()[-1])
-        print(f"| {count} | {results[count] / 1024:.0f} | "
-              f"{time.perf_counter() - started:.0f} |", flush=True)
-    print(f"\npeak RSS for {counts[-1]} images / for {counts[0]}: "
-          f"{results[counts[-1]] / results[counts[0]]:.3f}\n")
+    ratios = []
+    for method in methods:
+        results = {}
+        for count in counts:
+            command = [sys.executable, "-c", _MEASURE, str(work / f"subset-{count}"),
+                       str(work / f"out-{method}-{count}"), str(path), "--method", method]
+            started = time.perf_counter()
+            done = subprocess.run(command, capture_output=True, text=True, check=True)
+            results[count] = int(done.stdout.strip().splitlines()[-1])
+            print(f"| {method} | {count} | {results[count] / 1024:.0f} | "
+                  f"{time.perf_counter() - started:.0f} |", flush=True)
+        ratios.append(f"{method} {results[counts[-1]] / results[counts[0]]:.3f}")
+    print(f"\npeak RSS for {counts[-1]} images / for {counts[0]}: {', '.join(ratios)}\n")
 
 
 def main() -> None:

@@ -24,7 +24,8 @@ class GradCAM(BaseCAM):
     name = "gradcam"
     paper = "Selvaraju et al., Grad-CAM, ICCV 2017"
     cost = "1 forward + 1 backward"
-    use_when = "the default: any model, any layer, class-specific"
+    use_when = ("the default for CNNs (and with --layer): any model, any layer, "
+                "class-specific")
     needs_gradients = True
 
     def weights(self, features, gradients, class_index):
