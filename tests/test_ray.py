@@ -311,9 +311,10 @@ def test_ray_reads_and_writes_the_bucket_itself(tmp_path, bucket, model_args):
 
 
 @pytest.mark.hub
-def test_gradrollout_on_ray_equals_local(ray_cluster, keras, tmp_path):
+def test_the_attention_methods_on_ray_equal_local(ray_cluster, keras, tmp_path):
     """The attention methods travel to the actors as any method does: the same records
-    and maps as the local engine."""
+    and maps as the local engine; so does the default (auto: rollout on a DeiT), which
+    each actor resolves from the same model."""
     pytest.importorskip("keras_hub")
     import hub_models
 
@@ -322,10 +323,12 @@ def test_gradrollout_on_ray_equals_local(ray_cluster, keras, tmp_path):
     for number in range(5):
         write_image(tmp_path / "in" / f"{number}.png", size=(32, 32),
                     color=(40 * number, 200 - 30 * number, 90))
-    args = ["batch", str(tmp_path / "in"), "--save-maps", "--method", "gradrollout",
-            "--model", str(path), "--batch-size", "2", "-q", "--device", "cpu"]
-    local = run([*args, "--out", str(tmp_path / "local")])
-    ray = run([*args, "--out", str(tmp_path / "ray"), "--engine", "ray"])
-    assert local.exit_code == ray.exit_code == 0, ray.output
-    mine = assert_same_records(tmp_path / "local", tmp_path / "ray")
-    assert len(mine) == 5 and {r["method"] for r in mine.values()} == {"gradrollout"}
+    for method, ran in (("gradrollout", "gradrollout"), ("legrad", "legrad"),
+                        ("auto", "rollout")):
+        args = ["batch", str(tmp_path / "in"), "--save-maps", "--method", method,
+                "--model", str(path), "--batch-size", "2", "-q", "--device", "cpu"]
+        local = run([*args, "--out", str(tmp_path / f"local-{method}")])
+        ray = run([*args, "--out", str(tmp_path / f"ray-{method}"), "--engine", "ray"])
+        assert local.exit_code == ray.exit_code == 0, ray.output
+        mine = assert_same_records(tmp_path / f"local-{method}", tmp_path / f"ray-{method}")
+        assert len(mine) == 5 and {r["method"] for r in mine.values()} == {ran}
