@@ -130,11 +130,14 @@ def trained(family: str, seed: int, task: str, epochs: int = 8, most: int = 32):
 
 #: The methods that read the attention (their own targets: every block's).
 ATTENTION_METHODS = ("rollout", "gradrollout", "legrad")
-#: What is compared for the default of a token model: a method, and where (None: the
+#: What is compared for the default of a token model: a method, where (None: the
 #: method's own targets; ``norm``: the last block's first LayerNormalization; ``input``:
-#: the last block's input).
-COMBINATIONS = (("rollout", None), ("gradrollout", None), ("legrad", None),
-                ("layercam", "norm"), ("layercam", "input"), ("gradcam", "norm"))
+#: the last block's input) and its options (rollout's: vit-explain's defaults, and its
+#: recommended max fusion with 90% discarded).
+COMBINATIONS = (("rollout", None, ()), ("rollout", None, (("discard_ratio", 0.9),)),
+                ("rollout", None, (("head_fusion", "max"), ("discard_ratio", 0.9))),
+                ("gradrollout", None, ()), ("legrad", None, ()),
+                ("layercam", "norm", ()), ("layercam", "input", ()), ("gradcam", "norm", ()))
 
 
 def where(model, place: str | None):
@@ -149,13 +152,13 @@ def where(model, place: str | None):
             if info.address.endswith(":input")][-1]
 
 
-def explained(model, address: str | None, method: str, images, labels):
+def explained(model, address: str | None, method: str, images, labels, options=()):
     """The maps of the true classes."""
     from camcli.compute.methods import METHODS
     from camcli.compute.models import graph
 
     kind = METHODS[method]
-    explain = kind(graph.build(model, address or kind.own_layers(model)))
+    explain = kind(graph.build(model, address or kind.own_layers(model)), **dict(options))
     return np.concatenate([explain(images[start:start + 50],
                                    labels[start:start + 50].astype(np.int32)).maps
                            for start in range(0, len(images), 50)])
@@ -205,9 +208,10 @@ def pointing_table(seeds: int, tasks: list[str], families: list[str],
                 images, labels, boxes = synthetic(300, 1000 + seed, task)
                 predicted = np.argmax(model.predict(images, verbose=0), -1)
                 accuracy.append(float(np.mean(predicted == labels)))
-                for method, place in COMBINATIONS:
-                    maps = explained(model, where(model, place), method, images, labels)
-                    key = (family, task, method, place)
+                for method, place, options in COMBINATIONS:
+                    maps = explained(model, where(model, place), method, images, labels,
+                                     options)
+                    key = (family, task, method, place, options)
                     hits.setdefault(key, []).append(pointing(maps, boxes))
                     deleted.setdefault(key, []).append(deletion(
                         model, maps[:deletion_images], images[:deletion_images],
@@ -219,16 +223,34 @@ def pointing_table(seeds: int, tasks: list[str], families: list[str],
           " | mean | **worst** | deletion AUC (mean) |")
     print("| --- | --- |" + " ---: |" * (len(pairs) + 3))
     worst = {}
-    for method, place in COMBINATIONS:
-        rates = [np.mean(hits[f, t, method, place]) for f, t in pairs]
-        worst[method, place] = min(rates)
-        auc = np.mean([np.mean(deleted[f, t, method, place]) for f, t in pairs])
-        print(f"| {method} | {place or 'its own'} | " +
+    for combination in COMBINATIONS:
+        method, place, options = combination
+        rates = [np.mean(hits[(f, t, *combination)]) for f, t in pairs]
+        worst[combination] = min(rates)
+        auc = np.mean([np.mean(deleted[(f, t, *combination)]) for f, t in pairs])
+        print(f"| {label(combination)} | {place or 'its own'} | " +
               " | ".join(f"{r:.0%}" for r in rates) +
               f" | {np.mean(rates):.0%} | **{min(rates):.0%}** | {auc:.3f} |")
     best = max(worst, key=worst.get)
-    print(f"\nbest worst-task pointing: {best[0]} ({best[1] or 'its own targets'}), "
+    print(f"\nbest worst-task pointing: {label(best)} ({best[1] or 'its own targets'}), "
           f"{worst[best]:.0%}\n")
+    _say_default(best)
+
+
+def label(combination) -> str:
+    """``rollout --discard-ratio 0.9``: a combination as its options."""
+    method, _, options = combination
+    return " ".join([method, *(f"--{name.replace('_', '-')} {value}"
+                               for name, value in options)])
+
+
+def _say_default(best) -> None:
+    """Whether camcli's default for a transformer is the bench's best."""
+    from camcli.options import TRANSFORMER_METHOD, TRANSFORMER_OPTIONS
+
+    mine = (TRANSFORMER_METHOD, None, TRANSFORMER_OPTIONS)
+    said = "is" if mine == best else "is NOT"
+    print(f"camcli's default for a transformer, {label(mine)}, {said} the best.\n")
 
 
 def vit_small(path: Path) -> None:

@@ -49,6 +49,10 @@ AUTO = "auto"
 #: MultiHeadAttention: the best worst-task pointing of ``bench/transformers.py``
 #: (README, "Transformers"); any other model gets Grad-CAM.
 TRANSFORMER_METHOD = "rollout"
+#: ... with these of its options, where the request leaves them at their defaults
+#: (measured with it: rollout with vit-explain's defaults missed a task).
+TRANSFORMER_OPTIONS: tuple[tuple[str, object], ...] = (("head_fusion", "max"),
+                                                        ("discard_ratio", 0.9))
 
 #: Attention rollout: how a block's heads are fused, and the share of each fused matrix's
 #: lowest entries dropped (vit-explain's defaults).

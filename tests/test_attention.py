@@ -81,7 +81,11 @@ def reference_rollout(attentions, fusion="mean", discard=0.0, keep_first=True):
                  "min": attention.min(0)}[fusion].copy()
         if discard:
             flat = fused.ravel()
-            lowest = np.argsort(flat, kind="stable")[:int(tokens * tokens * discard)]
+            # the lowest entries, the later of equal ones first: all but the top, with
+            # the earlier of equal ones first
+            kept = np.argsort(-flat, kind="stable")[:tokens * tokens - int(
+                tokens * tokens * discard)]
+            lowest = sorted(set(range(tokens * tokens)) - set(kept))
             for index in lowest:
                 if not (keep_first and index == 0):
                     flat[index] = 0.0
@@ -374,17 +378,31 @@ def test_a_vision_transformers_default_is_the_measured_one_and_a_cnns_is_gradcam
     _, path = hub["deit"]
     out = tmp_path / "vit"
     given = run(["batch", str(photos), "--out", str(out), "--model", path, "--save-maps",
-                 "--discard-ratio", "0.2", "--device", "cpu"])
+                 "--device", "cpu"])
     assert given.exit_code == 0, given.output
-    assert ("method: rollout (the default for a vision transformer (DeiTBackbone), "
-            "measured by bench/transformers.py)") in given.stderr
+    assert ("method: rollout --head-fusion max --discard-ratio 0.9 (the default for a "
+            "vision transformer (DeiTBackbone), measured by bench/transformers.py)"
+            ) in given.stderr
     chosen = list(records(out).values())
     assert {(r["method"], r["settings"], r["class_specific"]) for r in chosen} == {
-        ("rollout", "discard_ratio=0.2", False)}
-    # the same maps as --method rollout: the same request, so resume skips them all
+        ("rollout", "head_fusion=max,discard_ratio=0.9", False)}
+    model = hub["deit"][0]
+    attentions, _, _ = hub_models.reference_attention(
+        model, model.get_layer("predictions"), hub_models.read_photos(photos))
+    for number in range(3):
+        record = records(out)[str(photos / f"p{number}.png")]
+        want = reference_map(reference_rollout([a[number] for a in attentions], "max", 0.9),
+                             "token", 2, (4, 4))
+        np.testing.assert_allclose(np.load(out / record["map"]), want, atol=1e-5)
+    # the same maps as rollout with those options: the same request, resume skips them
     again = run(["batch", str(photos), "--out", str(out), "--model", path, "--method",
-                 "rollout", "--discard-ratio", "0.2", "--save-maps", "--device", "cpu"])
+                 "rollout", "--head-fusion", "max", "--discard-ratio", "0.9",
+                 "--save-maps", "--device", "cpu"])
     assert "3 inputs: 0 written, 3 already done" in again.stderr, again.stderr
+    tuned = run(["batch", str(photos), "--out", str(tmp_path / "tuned"), "--model", path,
+                 "--discard-ratio", "0.2", "--device", "cpu"])  # an option given: kept
+    assert {r["settings"] for r in records(tmp_path / "tuned").values()} == {
+        "head_fusion=max,discard_ratio=0.2"}, tuned.output
     block = chosen[0]["layer"][1].removesuffix("/mha:attention")  # the last block
     layer = run(["batch", str(photos), "--out", str(tmp_path / "layer"), "--model", path,
                  "--layer", f"{block}:input", "--device", "cpu"])

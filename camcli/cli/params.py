@@ -19,6 +19,7 @@ from camcli.options import (
     AUTO,
     DEFAULT_BATCH_SIZE,
     TRANSFORMER_METHOD,
+    TRANSFORMER_OPTIONS,
     ExplainRequest,
     ModelRequest,
     RenderStyle,
@@ -135,6 +136,12 @@ def render_options(command):
     ])
 
 
+def _options_said() -> str:
+    """`TRANSFORMER_OPTIONS` as options: ``--head-fusion max --discard-ratio 0.9``."""
+    return " ".join(f"--{name.replace('_', '-')} {value}"
+                    for name, value in TRANSFORMER_OPTIONS)
+
+
 def method_options(command):
     """--method, --top-k-maps, --smooth and the methods' own options (``explain`` and
     ``batch``)."""
@@ -142,7 +149,8 @@ def method_options(command):
         click.option("--method", default=default(ExplainRequest, "method"), show_default=True,
                      type=click.Choice(METHOD_NAMES),
                      help=f"The method (see 'camcli methods'). {AUTO}: "
-                          f"{TRANSFORMER_METHOD} on a vision transformer whose blocks "
+                          f"{TRANSFORMER_METHOD} ({_options_said()}) on a vision "
+                          "transformer whose blocks "
                           "attend with MultiHeadAttention (the best worst-task pointing "
                           "of the bench, README: Transformers), else gradcam; with "
                           "--layer, gradcam."),

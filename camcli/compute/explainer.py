@@ -24,7 +24,13 @@ from camcli.compute.models.addresses import block_attention
 from camcli.compute.models.preprocess import preprocess
 from camcli.compute.targets import Targets
 from camcli.errors import UsageProblem
-from camcli.options import AUTO, TRANSFORMER_METHOD, ExplainRequest, default
+from camcli.options import (
+    AUTO,
+    TRANSFORMER_METHOD,
+    TRANSFORMER_OPTIONS,
+    ExplainRequest,
+    default,
+)
 
 log = logging.getLogger("camcli")
 
@@ -190,23 +196,28 @@ def build_explainer(loaded: LoadedModel, request: ExplainRequest = ExplainReques
 def chosen_method(request: ExplainRequest, model) -> ExplainRequest:
     """``request`` with `AUTO` resolved for ``model``: `TRANSFORMER_METHOD` for a vision
     transformer whose every block attends with ``keras.layers.MultiHeadAttention`` when
-    no layer is asked, else ``gradcam`` (the layer asked, or the model's default layer);
-    any other request as it is.
+    no layer is asked, with `TRANSFORMER_OPTIONS` where the request leaves them at their
+    defaults; else ``gradcam`` (the layer asked, or the model's default layer); any other
+    request as it is.
 
     Raises:
         LayerError: a model camcli cannot traverse.
     """
     if request.method != AUTO:
         return request
-    method, why = "gradcam", "the default"
     if not request.layers:
         found = block_attention(model)
         if found is not None and all(address is not None for address in found.addresses):
-            method = TRANSFORMER_METHOD
-            why = (f"the default for a vision transformer ({found.family}), measured by "
-                   "bench/transformers.py")
-    log.info("method: %s (%s)", method, why)
-    return dataclasses.replace(request, method=method)
+            options = {name: value for name, value in TRANSFORMER_OPTIONS
+                       if getattr(request, name) == default(ExplainRequest, name)}
+            chosen = dataclasses.replace(request, method=TRANSFORMER_METHOD, **options)
+            said = " ".join(f"--{name.replace('_', '-')} {getattr(chosen, name)}"
+                            for name, _ in TRANSFORMER_OPTIONS)
+            log.info("method: %s %s (the default for a vision transformer (%s), measured "
+                     "by bench/transformers.py)", TRANSFORMER_METHOD, said, found.family)
+            return chosen
+    log.info("method: gradcam (the default)")
+    return dataclasses.replace(request, method="gradcam")
 
 
 def check_method_options(request: ExplainRequest) -> None:

@@ -226,19 +226,25 @@ def rollout(attentions: list, head_fusion: str = HEAD_FUSION,
 
 def _discarded(fused, ratio: float, keep_first: bool):
     """``fused`` ``(n, T, T)`` with its ``int(T² · ratio)`` lowest entries per image set to
-    zero (the lower index first on a tie), except entry (0, 0) with ``keep_first``."""
+    zero (of equal entries, the later ones first), except entry (0, 0) with
+    ``keep_first``."""
     tf = tensorflow()
     tokens = fused.shape[-1]
     flat = tf.reshape(fused, [-1, tokens * tokens])
     count = int(tokens * tokens * ratio)
     if count == 0:
         return fused
-    lowest = tf.math.top_k(-flat, k=count).indices  # (n, count)
-    dropped = tf.reduce_max(tf.one_hot(lowest, tokens * tokens, dtype=flat.dtype), axis=1)
+    # The kept entries are the top T² - count (top_k takes the earlier of equal entries):
+    # a shorter sort than the lowest count's when most are dropped, as vit-explain's 0.9.
+    kept = tf.math.top_k(flat, k=tokens * tokens - count).indices
+    rows = tf.broadcast_to(tf.range(tf.shape(flat)[0])[:, None], tf.shape(kept))
+    # A scatter, not a one-hot of (n, kept, T²): ViT-B's 197 tokens would need 20 GB.
+    keep = tf.scatter_nd(tf.stack([rows, kept], axis=-1), tf.ones(tf.shape(kept), flat.dtype),
+                         tf.shape(flat))
     if keep_first:
-        dropped = dropped * tf.concat([tf.zeros([1], flat.dtype),
-                                       tf.ones([tokens * tokens - 1], flat.dtype)], axis=0)
-    return tf.reshape(flat * (1.0 - dropped), tf.shape(fused))
+        keep = tf.maximum(keep, tf.concat([tf.ones([1], flat.dtype),
+                                           tf.zeros([tokens * tokens - 1], flat.dtype)], 0))
+    return tf.reshape(flat * keep, tf.shape(fused))
 
 
 def gradient_rollout(attentions: list, gradients: list):
