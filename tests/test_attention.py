@@ -149,6 +149,21 @@ def test_discarding_never_drops_the_read_out_tokens_own_entry():
     assert not np.allclose(kept, reference_rollout([low], "mean", 0.03, keep_first=False))
 
 
+def test_discarding_at_a_real_vits_size_keeps_exactly_the_top_entries():
+    """197 tokens (ViT-B/16), a batch of 8: 90% of each fused matrix dropped, in memory of
+    the matrices' size (a one-hot of the dropped entries would need 43 GB)."""
+    from camcli.compute.backend import tensorflow
+    from camcli.compute.methods.attention import _discarded
+
+    fused = np.random.default_rng(0).uniform(0, 1, (8, 197, 197)).astype(np.float32)
+    kept = _discarded(tensorflow().constant(fused), 0.9, keep_first=False).numpy()
+    count = 197 * 197 - int(197 * 197 * 0.9)
+    assert ((kept != 0).reshape(8, -1).sum(axis=1) == count).all()
+    for image, left in zip(fused, kept, strict=True):
+        threshold = np.sort(image.ravel())[-count]
+        np.testing.assert_array_equal(left, np.where(image >= threshold, image, 0))
+
+
 def test_gradient_rollout_equals_the_formula_on_hand_written_attention():
     got = camcli_relevance("gradrollout", [A1, A2], [G1, G2])
     np.testing.assert_allclose(got, reference_gradrollout([A1, A2], [G1, G2]), atol=1e-5)
