@@ -132,9 +132,12 @@ def trained(family: str, seed: int, task: str, epochs: int = 8, most: int = 32):
 ATTENTION_METHODS = ("rollout", "gradrollout", "legrad")
 #: What is compared for the default of a token model: a method, where (None: the
 #: method's own targets; ``norm``: the last block's first LayerNormalization; ``input``:
-#: the last block's input) and its options (rollout's: vit-explain's defaults, and its
-#: recommended max fusion with 90% discarded).
-COMBINATIONS = (("rollout", None, ()), ("rollout", None, (("discard_ratio", 0.9),)),
+#: the last block's input) and its options (rollout's: vit-explain's defaults, its
+#: recommended max fusion with 90% discarded, and the variants between them that a first
+#: run of this table singled out).
+COMBINATIONS = (("rollout", None, ()), ("rollout", None, (("discard_ratio", 0.8),)),
+                ("rollout", None, (("discard_ratio", 0.9),)),
+                ("rollout", None, (("head_fusion", "max"), ("discard_ratio", 0.5))),
                 ("rollout", None, (("head_fusion", "max"), ("discard_ratio", 0.9))),
                 ("gradrollout", None, ()), ("legrad", None, ()),
                 ("layercam", "norm", ()), ("layercam", "input", ()), ("gradcam", "norm", ()))
@@ -267,11 +270,11 @@ def vit_small(path: Path) -> None:
 
 
 def speed(work: Path, images: int, batch_size: int,
-          methods: tuple[str, ...] = ("gradcam", *ATTENTION_METHODS)) -> None:
+          methods: tuple[str, ...] = ("auto", "gradcam", *ATTENTION_METHODS)) -> None:
     import keras
 
     from camcli.options import BatchOptions, ExplainRequest, ModelRequest
-    from camcli.run.batch import run_batch
+    from camcli.run.batch import run_batch, settings_of
     from camcli.run.session import open_session
 
     path = work / "vit_s16.keras"
@@ -299,7 +302,9 @@ def speed(work: Path, images: int, batch_size: int,
             out_dir=str(work / f"out-{method}"), batch_size=batch_size))
         batch = summary.total / (time.perf_counter() - started)
         assert summary.written == images, summary
-        print(f"| {method} | {ceiling:.1f} | {batch:.1f} | {batch / ceiling:.2f}x |",
+        name = method if method != "auto" else \
+            f"auto: {session.request.method} ({settings_of(session.request)})"
+        print(f"| {name} | {ceiling:.1f} | {batch:.1f} | {batch / ceiling:.2f}x |",
               flush=True)
     default = open_session(ModelRequest(model=str(path), device="cpu")).explainer.layer
     print(f"\ngradcam's target layer: the default, {default}\n")
