@@ -292,8 +292,10 @@ def speed(work: Path, images: int, batch_size: int,
     for method in methods:
         session = open_session(ModelRequest(model=str(path), device="cpu"),
                                ExplainRequest(method=method))
-        warm = np.zeros((1, 224, 224, 3), np.float32)
-        session.explainer(warm, session.plan.targets([None]))  # traced once, as in a run
+        # Warmed as predict is, by one full batch: traced, and its memory grown (the
+        # first full batch of gradrollout, whose backward runs through every block,
+        # takes ~5x a later one on this machine).
+        session.explainer(raw[:batch_size], session.plan.targets([None] * batch_size))
         started = time.perf_counter()  # the model's own predict right before: speed drifts
         model.predict(raw, batch_size=batch_size, verbose=0)
         ceiling = images / (time.perf_counter() - started)
@@ -306,7 +308,8 @@ def speed(work: Path, images: int, batch_size: int,
             f"auto: {session.request.method} ({settings_of(session.request)})"
         print(f"| {name} | {ceiling:.1f} | {batch:.1f} | {batch / ceiling:.2f}x |",
               flush=True)
-    default = open_session(ModelRequest(model=str(path), device="cpu")).explainer.layer
+    default = open_session(ModelRequest(model=str(path), device="cpu"),
+                           ExplainRequest(method="gradcam")).explainer.layer
     print(f"\ngradcam's target layer: the default, {default}\n")
 
 

@@ -121,10 +121,12 @@ def camcli_relevance(method, attentions, gradients=None, **options):
 
     tf = tensorflow()
     batch = [tf.constant(a[None], tf.float32) for a in attentions]
+    # every row of the relevance: the identity's rows times it (the methods pass one)
+    rows = tf.eye(attentions[0].shape[-1], batch_shape=[1])
     if method == "rollout":
-        return rollout(batch, **options).numpy()[0]
+        return rollout(batch, rows, **options).numpy()[0]
     return gradient_rollout(batch, [tf.constant(g[None], tf.float32)
-                                    for g in gradients]).numpy()[0]
+                                    for g in gradients], rows).numpy()[0]
 
 
 @pytest.mark.parametrize("fusion", ["mean", "max", "min"])
@@ -185,12 +187,13 @@ def reference_legrad(gradients, readout, prefix, grid):
 @pytest.mark.parametrize("readout", ["token", "mean"])
 def test_legrad_equals_the_formula_on_hand_written_gradients(readout):
     from camcli.compute.backend import tensorflow
-    from camcli.compute.methods.attention import legrad, min_max
+    from camcli.compute.methods.attention import legrad, min_max, readout_rows
     from camcli.compute.models.tokens import TokenGrid
 
     tf = tensorflow()
-    raw = legrad([tf.constant(g[None], tf.float32) for g in (G1, G2)], readout,
-                 TokenGrid(PREFIX, *GRID))
+    grid = TokenGrid(PREFIX, *GRID)
+    gradients = [tf.constant(g[None], tf.float32) for g in (G1, G2)]
+    raw = legrad(gradients, readout_rows(readout, grid, gradients[0]), grid)
     np.testing.assert_allclose(min_max(raw).numpy()[0],
                                reference_legrad([G1, G2], readout, PREFIX, GRID), atol=1e-5)
     # by hand, token read-out: block 1's row 0 over the patches is mean(relu) of heads
@@ -202,12 +205,15 @@ def test_legrad_equals_the_formula_on_hand_written_gradients(readout):
 @pytest.mark.parametrize("readout", ["token", "mean"])
 def test_the_read_out_row_over_the_patch_columns(readout):
     from camcli.compute.backend import tensorflow
-    from camcli.compute.methods.attention import read_out
+    from camcli.compute.methods.attention import patch_map, readout_rows
     from camcli.compute.models.tokens import TokenGrid
 
+    tf = tensorflow()
     relevance = reference_gradrollout([A1, A2], [G1, G2])
-    got = read_out(tensorflow().constant(relevance[None], "float32"), readout,
-                   TokenGrid(PREFIX, *GRID)).numpy()[0]
+    matrix = tf.constant(relevance[None], "float32")
+    grid = TokenGrid(PREFIX, *GRID)
+    got = patch_map(tf.matmul(readout_rows(readout, grid, matrix[:, None]), matrix),
+                    grid).numpy()[0]
     row = relevance[0, PREFIX:] if readout == "token" else relevance[PREFIX:, PREFIX:].mean(0)
     np.testing.assert_allclose(got, row.reshape(GRID), atol=1e-6)  # row-major, 2x2
 

@@ -100,15 +100,17 @@ class AttentionMethod(BaseCAM):
         else:
             attentions, probabilities, class_index, _ = forward(self.graph, x, requested)
             gradients = [None] * len(attentions)
-        relevance = self.relevance([tf.cast(a, tf.float32) for a in attentions],
-                                   [None if g is None else tf.cast(g, tf.float32)
-                                    for g in gradients])
-        raw = read_out(relevance, self.readout, self.grid)
+        rows = self.relevance([tf.cast(a, tf.float32) for a in attentions],
+                              [None if g is None else tf.cast(g, tf.float32)
+                               for g in gradients],
+                              readout_rows(self.readout, self.grid, attentions[0]))
+        raw = patch_map(rows, self.grid)
         zero = tf.zeros([len(self.graph.layers), tf.shape(x)[0]], tf.bool)
         return probabilities, class_index, raw, normalise(raw), zero
 
-    def relevance(self, attentions: list, gradients: list):
-        """``(n, tokens, tokens)``: the method's token-to-token relevance."""
+    def relevance(self, attentions: list, gradients: list, rows):
+        """``rows`` ``(n, 1, tokens)`` (the read-out, `readout_rows`) times the method's
+        token-to-token relevance: ``(n, 1, tokens)``."""
         raise NotImplementedError
 
 
@@ -131,8 +133,8 @@ class Rollout(AttentionMethod):
         super().__init__(graph, fuse, smooth)
         self.head_fusion, self.discard_ratio = head_fusion, discard_ratio
 
-    def relevance(self, attentions, gradients):
-        return rollout(attentions, self.head_fusion, self.discard_ratio,
+    def relevance(self, attentions, gradients, rows):
+        return rollout(attentions, rows, self.head_fusion, self.discard_ratio,
                        self.readout == "token")
 
 
@@ -144,8 +146,8 @@ class GradRollout(AttentionMethod):
     use_when = "vision transformers (ViT, DeiT, DINOv2): class-specific attention relevance"
     needs_gradients = True
 
-    def relevance(self, attentions, gradients):
-        return gradient_rollout(attentions, gradients)
+    def relevance(self, attentions, gradients, rows):
+        return gradient_rollout(attentions, gradients, rows)
 
 
 class LeGrad(AttentionMethod):
@@ -181,17 +183,17 @@ class LeGrad(AttentionMethod):
         del tape
         raw = legrad([tf.zeros_like(a, tf.float32) if g is None else tf.cast(g, tf.float32)
                       for a, g in zip(attentions, gradients, strict=True)],
-                     self.readout, self.grid)
+                     readout_rows(self.readout, self.grid, attentions[0]), self.grid)
         zero = tf.zeros([len(self.graph.layers), tf.shape(x)[0]], tf.bool)
         return probabilities, class_index, raw, min_max(raw), zero
 
 
-def legrad(gradients: list, readout: str, grid):
+def legrad(gradients: list, rows, grid):
     """LeGrad's map from each explained block's ``∂s_l/∂A_l`` ``(n, heads, T, T)``:
-    ``Σ_l read_out(mean_heads(ReLU(∂s_l/∂A_l)))``, ``(n, height, width)``, before the
-    min-max normalisation."""
+    ``Σ_l`` the read-out ``rows`` (`readout_rows`) of ``mean_heads(ReLU(∂s_l/∂A_l))``
+    over the patch columns, ``(n, height, width)``, before the min-max normalisation."""
     tf = tensorflow()
-    return tf.add_n([read_out(tf.reduce_mean(tf.nn.relu(g), axis=1), readout, grid)
+    return tf.add_n([patch_map(tf.matmul(rows, tf.reduce_mean(tf.nn.relu(g), axis=1)), grid)
                      for g in gradients])
 
 
@@ -204,23 +206,25 @@ def min_max(raw):
     return tf.math.divide_no_nan(raw - low, high - low)
 
 
-def rollout(attentions: list, head_fusion: str = HEAD_FUSION,
+def rollout(attentions: list, rows, head_fusion: str = HEAD_FUSION,
             discard_ratio: float = DISCARD_RATIO, keep_first: bool = True):
-    """Attention rollout of the blocks' attention ``(n, heads, T, T)``, first block first:
-    ``(n, T, T)``. ``keep_first``: never discard the first token's attention to itself
-    (the read-out's own entry, with a class token)."""
+    """``rows`` ``(n, k, T)`` times the attention rollout ``R = Â_L ⋯ Â_1`` of the blocks'
+    attention ``(n, heads, T, T)``, first block first: ``(n, k, T)``. ``keep_first``:
+    never discard the first token's attention to itself (the read-out's own entry, with a
+    class token). Rows times matrices from the last block down: ``T²`` a block and row,
+    not the ``T³`` of the whole product."""
     tf = tensorflow()
     tokens = attentions[0].shape[-1]
     eye = tf.eye(tokens, dtype=tf.float32)
     fuse = {"mean": tf.reduce_mean, "max": tf.reduce_max, "min": tf.reduce_min}[head_fusion]
-    result = None
-    for attention in attentions:
+    result = rows
+    for attention in reversed(attentions):
         fused = fuse(attention, axis=1)
         if discard_ratio > 0:
             fused = _discarded(fused, discard_ratio, keep_first)
         step = 0.5 * fused + 0.5 * eye
         step = step / tf.reduce_sum(step, axis=-1, keepdims=True)
-        result = step if result is None else tf.matmul(step, result)
+        result = tf.matmul(result, step)
     return result
 
 
@@ -247,28 +251,35 @@ def _discarded(fused, ratio: float, keep_first: bool):
     return tf.reshape(flat * keep, tf.shape(fused))
 
 
-def gradient_rollout(attentions: list, gradients: list):
-    """Chefer et al.'s relevance of the blocks' attention and its gradients, first block
-    first: ``R = I``, then ``R ← R + mean_heads((∇A ⊙ A)⁺) R``; ``(n, T, T)``. A block
+def gradient_rollout(attentions: list, gradients: list, rows):
+    """``rows`` ``(n, k, T)`` times Chefer et al.'s relevance of the blocks' attention and
+    its gradients, first block first (``R = I``, then ``R ← R + mean_heads((∇A ⊙ A)⁺) R``,
+    so ``R = (I + Ā_L) ⋯ (I + Ā_1)``): ``(n, k, T)``, from the last block down. A block
     whose gradient Keras gives as None adds nothing."""
     tf = tensorflow()
-    tokens = attentions[0].shape[-1]
-    result = tf.eye(tokens, batch_shape=[tf.shape(attentions[0])[0]], dtype=tf.float32)
-    for attention, gradient in zip(attentions, gradients, strict=True):
+    result = rows
+    for attention, gradient in reversed(list(zip(attentions, gradients, strict=True))):
         if gradient is None:
             continue
         weighted = tf.reduce_mean(tf.nn.relu(gradient * attention), axis=1)
-        result = result + tf.matmul(weighted, result)
+        result = result + tf.matmul(result, weighted)
     return result
 
 
-def read_out(relevance, readout: str, grid):
-    """The read-out row of ``relevance`` ``(n, T, T)`` over the patch columns, as ``(n,
-    height, width)`` maps: the first token's row (``token``), or the mean of the patch
-    rows (``mean``); ``grid`` says the prefix tokens and the patches' layout."""
+def readout_rows(readout: str, grid, attention):
+    """The read-out as one row per image, ``(n, 1, T)`` for ``attention`` ``(n, heads, T,
+    T)``: the first token's (``token``), or the mean of the patch rows (``mean``)."""
     tf = tensorflow()
+    tokens = attention.shape[-1]
     if readout == "token":
-        row = relevance[:, 0, grid.prefix:]
+        row = tf.one_hot(0, tokens, dtype=tf.float32)
     else:
-        row = tf.reduce_mean(relevance[:, grid.prefix:, grid.prefix:], axis=1)
-    return tf.reshape(row, [-1, grid.height, grid.width])
+        patches = tokens - grid.prefix
+        row = tf.concat([tf.zeros([grid.prefix]), tf.fill([patches], 1.0 / patches)], 0)
+    return tf.tile(row[None, None], [tf.shape(attention)[0], 1, 1])
+
+
+def patch_map(rows, grid):
+    """The read-out rows ``(n, 1, T)`` over the patch columns, as ``(n, height, width)``
+    maps laid out on ``grid`` (its prefix tokens left out)."""
+    return tensorflow().reshape(rows[:, 0, grid.prefix:], [-1, grid.height, grid.width])
