@@ -208,17 +208,21 @@ def make_photos_range(folder: Path, start: int, stop: int) -> None:
         cv2.imwrite(str(folder / f"p{i:07d}.jpg"), image)
 
 
-# Run in a fresh process per N, so each peak is its own: prints ru_maxrss (KiB). Arguments:
-# the photos, the output folder, the model, then more of camcli batch's options.
+# Run in a fresh process per N, so each peak is its own: prints the process's peak RSS
+# (KiB), VmHWM from /proc/self/status. Not getrusage's ru_maxrss: Linux carries the
+# parent's peak over a fork and exec, so a child of a big bench process reports the
+# parent's. Arguments: the photos, the output folder, the model, then more of camcli
+# batch's options.
 _MEASURE = """
-import resource, sys
+import sys
 from camcli.cli import main
 try:
     main(["batch", sys.argv[1], "--out", sys.argv[2], "--model", sys.argv[3], "-q",
           "--preprocess", "scale01", "--device", "cpu", *sys.argv[4:]])
 except SystemExit as exit:
     assert exit.code == 0, exit.code
-print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+with open("/proc/self/status") as status:
+    print(next(line.split()[1] for line in status if line.startswith("VmHWM:")))
 """
 
 
