@@ -420,12 +420,12 @@ def test_eigen_smoothing_is_refused_where_undefined(nonlinear, method):
         method(explained, smooth="eigen")
 
 
-def test_sixteen_methods_and_two_that_read_attention():
-    assert len(METHODS) == 18
+def test_sixteen_methods_and_three_that_read_attention():
+    assert len(METHODS) == 19
     assert {"ablationcam", "eigengradcam", "gradcam-elementwise", "kpcacam", "shapleycam",
             "finercam", "fullgrad", "randomcam"} <= set(METHODS)
-    assert [m.name for m in METHODS.values() if m.reads_attention] == ["rollout",
-                                                                        "gradrollout"]
+    assert [m.name for m in METHODS.values() if m.reads_attention] == [
+        "rollout", "gradrollout", "legrad"]
     assert [m.name for m in METHODS.values() if m.baseline] == ["randomcam"]
 
 
