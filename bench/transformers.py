@@ -242,9 +242,10 @@ def pointing_table(seeds: int, tasks: list[str], families: list[str],
 
 def label(combination) -> str:
     """``rollout --discard-ratio 0.9``: a combination as its options."""
+    from camcli.options import as_flags
+
     method, _, options = combination
-    return " ".join([method, *(f"--{name.replace('_', '-')} {value}"
-                               for name, value in options)])
+    return f"{method} {as_flags(options)}".strip()
 
 
 def _say_default(best) -> None:

@@ -54,6 +54,13 @@ TRANSFORMER_METHOD = "rollout"
 TRANSFORMER_OPTIONS: tuple[tuple[str, object], ...] = (("head_fusion", "max"),
                                                         ("discard_ratio", 0.5))
 
+
+def as_flags(pairs) -> str:
+    """Request fields and values as the command line says them: ``(("discard_ratio",
+    0.5),)`` is ``--discard-ratio 0.5``."""
+    return " ".join(f"--{name.replace('_', '-')} {value}" for name, value in pairs)
+
+
 #: Attention rollout: how a block's heads are fused, and the share of each fused matrix's
 #: lowest entries dropped (vit-explain's defaults).
 HEAD_FUSION, DISCARD_RATIO = "mean", 0.0

@@ -23,6 +23,7 @@ from camcli.options import (
     ExplainRequest,
     ModelRequest,
     RenderStyle,
+    as_flags,
     default,
 )
 
@@ -136,12 +137,6 @@ def render_options(command):
     ])
 
 
-def _options_said() -> str:
-    """`TRANSFORMER_OPTIONS` as options: ``--head-fusion max --discard-ratio 0.9``."""
-    return " ".join(f"--{name.replace('_', '-')} {value}"
-                    for name, value in TRANSFORMER_OPTIONS)
-
-
 def method_options(command):
     """--method, --top-k-maps, --smooth and the methods' own options (``explain`` and
     ``batch``)."""
@@ -149,7 +144,7 @@ def method_options(command):
         click.option("--method", default=default(ExplainRequest, "method"), show_default=True,
                      type=click.Choice(METHOD_NAMES),
                      help=f"The method (see 'camcli methods'). {AUTO}: "
-                          f"{TRANSFORMER_METHOD} ({_options_said()}) on a vision "
+                          f"{TRANSFORMER_METHOD} ({as_flags(TRANSFORMER_OPTIONS)}) on a vision "
                           "transformer whose blocks "
                           "attend with MultiHeadAttention (the best worst-task pointing "
                           "of the bench, README: Transformers), else gradcam; with "

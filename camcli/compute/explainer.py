@@ -29,6 +29,7 @@ from camcli.options import (
     TRANSFORMER_METHOD,
     TRANSFORMER_OPTIONS,
     ExplainRequest,
+    as_flags,
     default,
 )
 
@@ -211,8 +212,7 @@ def chosen_method(request: ExplainRequest, model) -> ExplainRequest:
             options = {name: value for name, value in TRANSFORMER_OPTIONS
                        if getattr(request, name) == default(ExplainRequest, name)}
             chosen = dataclasses.replace(request, method=TRANSFORMER_METHOD, **options)
-            said = " ".join(f"--{name.replace('_', '-')} {getattr(chosen, name)}"
-                            for name, _ in TRANSFORMER_OPTIONS)
+            said = as_flags((name, getattr(chosen, name)) for name, _ in TRANSFORMER_OPTIONS)
             log.info("method: %s %s (the default for a vision transformer (%s), measured "
                      "by bench/transformers.py)", TRANSFORMER_METHOD, said, found.family)
             return chosen

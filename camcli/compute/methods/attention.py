@@ -164,8 +164,7 @@ class LeGrad(AttentionMethod):
     def __init__(self, graph, fuse: str = "mean", smooth: str | None = None):
         super().__init__(graph, fuse, smooth)
         head = graph.token_head
-        problem = graph.token_head_problem if head is None else head.check(
-            graph.model, graph.model.inputs[0].shape)
+        problem = graph.token_head_problem if head is None else head.check(graph.model)
         if problem is not None:
             raise UsageProblem(f"legrad applies the model's head to each block's tokens, "
                                f"and {problem}; use rollout or gradrollout")
@@ -175,8 +174,8 @@ class LeGrad(AttentionMethod):
         with tf.GradientTape(persistent=True) as tape:
             attentions, blocks, logits = self.graph.run_blocks(x)
             _, probabilities, class_index = classified(self.graph, logits, requested)
-            scores = [tf.gather(tf.cast(self.graph.token_head(tokens), tf.float32),
-                                class_index, batch_dims=1) for tokens in blocks]
+            scores = [self.score(tf.cast(self.graph.token_head(tokens), tf.float32),
+                                 class_index) for tokens in blocks]
         # One gradient per block: s_l's with respect to block l's attention only.
         gradients = [tape.gradient(score, attention)
                      for score, attention in zip(scores, attentions, strict=True)]

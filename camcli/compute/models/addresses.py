@@ -325,11 +325,10 @@ def block_of(calls: list[Call], inner: Call) -> Call | None:
 
 def after_blocks(calls: list[Call]) -> tuple[list[Call], Call, Call] | str:
     """What a transformer does to its last block's tokens before the graph takes them
-    over: ``(tail, encoder, last block)``, the layers the encoder (the graph layer that calls the
-    blocks) calls after its last block, in order (ViT's and DeiT's final ``layer_norm``;
-    none in DINOv2, whose norm is a graph layer), the encoder's call and the last
-    block's; or why there is
-    no such split (a string)."""
+    over: ``(tail, encoder, last block)``, the layers the encoder (the graph layer that
+    calls the blocks) calls after its last block, in order (ViT's and DeiT's final
+    ``layer_norm``; none in DINOv2, whose norm is a graph layer), the encoder's call and
+    the last block's; or why there is no such split (a string)."""
     blocks = _blocks(calls)
     if not blocks:
         return "the model has no transformer blocks"

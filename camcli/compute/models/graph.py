@@ -98,11 +98,22 @@ class ExplainGraph:
         Raises:
             LayerError: an intercepted layer was not called in the pass.
         """
+        features, _, logits = self._pass(x)
+        return features, logits
+
+    def run_blocks(self, x):
+        """The forward pass of `run`, also capturing `blocks`' output tokens:
+        ``(features, block tokens, logits)``."""
+        return self._pass(x, self.blocks)
+
+    def _pass(self, x, also: list = ()):
+        """One forward pass: the targets' features, the tensors of the sites ``also``
+        (``(layer, side)``) and the logits."""
         captured = self.captured or [None] * len(self.layers)
         sites = [c for c in captured if c is not None]
-        with capture.Captured(sites).during() as seen:
+        with capture.Captured([*sites, *also]).during() as seen:
             *graph_features, logits = outputs(self.model(x, training=False))
-        from_graph, from_calls = iter(graph_features), iter(seen.tensors)
+        from_graph, from_calls = iter(graph_features), iter(seen.tensors[:len(sites)])
         features = []
         for layer, site in zip(self.layers, captured, strict=True):
             tensor = next(from_graph) if site is None else next(from_calls)
@@ -110,19 +121,7 @@ class ExplainGraph:
                 raise LayerError(f"layer {layer!r} was not called in the forward pass: "
                                  "nothing to explain there")
             features.append(tensor)
-        return features, logits
-
-    def run_blocks(self, x):
-        """The forward pass of `run`, also capturing `blocks`' output tokens:
-        ``(features, block tokens, logits)``."""
-        sites = [*[c for c in self.captured if c is not None], *self.blocks]
-        with capture.Captured(sites).during() as seen:
-            *graph_features, logits = outputs(self.model(x, training=False))
-        count = len(sites) - len(self.blocks)
-        from_graph, from_calls = iter(graph_features), iter(seen.tensors[:count])
-        features = [next(from_graph) if site is None else next(from_calls)
-                    for site in self.captured]
-        return features, seen.tensors[count:], logits
+        return features, seen.tensors[len(sites):], logits
 
     def as_map(self, index: int, tensor):
         """Target layer ``index``'s output (or its gradient) as an ``(n, h, w, c)`` map."""
@@ -149,13 +148,13 @@ class TokenHead:
             tokens = layer(tokens, training=False)
         return outputs(self.rest(tokens, training=False))[-1]
 
-    def check(self, model, input_shape) -> str | None:
-        """Why the head is not the model's (its logits differ on random images), or None
+    def check(self, model) -> str | None:
+        """Why the head is not ``model``'s (its logits differ on random images), or None
         when it is: one eager pass of two images."""
         import numpy as np
 
         probe = np.random.default_rng(0).uniform(
-            0, 1, (2, *(d or 32 for d in input_shape[1:]))).astype("float32")
+            0, 1, (2, *(d or 32 for d in model.inputs[0].shape[1:]))).astype("float32")
         with capture.Captured([(self.last_block, "output")]).during() as seen:
             logits = np.asarray(outputs(model(probe, training=False))[-1], np.float64)
         mine = np.asarray(self(seen.tensors[0]), np.float64)
