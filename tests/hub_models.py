@@ -160,24 +160,32 @@ def reference_gradcam(model, target, side, head, batch, prefix, grid):
     return np.divide(maps, peak, out=np.zeros_like(maps), where=peak > 0), top.numpy()
 
 
+def attention_layers(model) -> list:
+    """Every MultiHeadAttention under ``model``, in the order the model tracks them (its
+    blocks' order), each with the layers above it: ``(layer, ancestors)``."""
+    import keras
+
+    found = []
+
+    def walk(layer, above):
+        for child in layer._flatten_layers(include_self=False, recursive=False):
+            if isinstance(child, keras.layers.MultiHeadAttention):
+                found.append((child, above))
+            else:
+                walk(child, (*above, child))
+
+    walk(model, ())
+    return found
+
+
 def reference_attention(model, head, batch):
     """Every MultiHeadAttention's probabilities (in the order the model tracks them: its
     blocks' order) and their gradients of each image's top class's pre-softmax logit, by
     a spy on each layer's ``call`` asking it for its scores (and on the ``head`` Dense
     layer's, for the logit); numpy, and the top classes."""
-    import keras
     import tensorflow as tf
 
-    found = []
-
-    def walk(layer):
-        for child in layer._flatten_layers(include_self=False, recursive=False):
-            if isinstance(child, keras.layers.MultiHeadAttention):
-                found.append(child)
-            else:
-                walk(child)
-
-    walk(model)
+    found = [layer for layer, _ in attention_layers(model)]
     seen: dict[int, object] = {}
 
     def spy(layer, number):
@@ -211,19 +219,9 @@ def reference_legrad(model, head, final_norm, pooling, batch):
     LayerNormalization), the ``pooling`` (``token``: the first token; ``mean``: all
     tokens' mean), then the ``head`` Dense layer's kernel and bias. The blocks are the
     layers in which the MultiHeadAttentions' paths part. Numpy, and the top classes."""
-    import keras
     import tensorflow as tf
 
-    found = []  # (MultiHeadAttention, its ancestors)
-
-    def walk(layer, above):
-        for child in layer._flatten_layers(include_self=False, recursive=False):
-            if isinstance(child, keras.layers.MultiHeadAttention):
-                found.append((child, above))
-            else:
-                walk(child, (*above, child))
-
-    walk(model, ())
+    found = attention_layers(model)
     depth = next(d for d in range(len(found[0][1]))
                  if found[0][1][d] is not found[1][1][d])
     blocks = [above[depth] for _, above in found]
