@@ -312,6 +312,47 @@ class AuditOptions:
     make_report: bool = True
 
 
+@dataclass(frozen=True)
+class EvaluateOptions:
+    """How ``camcli evaluate`` scores the methods on a model (`camcli.run.evaluate`).
+
+    Attributes:
+        out_dir: where ``evaluate.json`` and ``evaluate.html`` go (a folder or a URL).
+        methods: the methods to score; empty: every method that applies to the model and
+            costs a few passes (`EVALUATE_SKIPPED` only when named); ``("all",)``: every
+            method that applies.
+        sample: how many inputs, drawn with ``seed``; all of them when there are fewer.
+        truth: a table of boxes (`ScoreOptions.truth`'s kind): the pointing game and
+            MaxBoxAccV2 of each method.
+        mprt_steps: at most this many steps of the randomisation cascade, spread evenly
+            (None: every step).
+        noise_copies: Max-Sensitivity's noisy copies of each image.
+        noise_range: their uniform noise, as a fraction of the pixel range (Quantus' 0.2).
+        seed: the seed of the sample, the randomised weights, the random classes and the
+            noise.
+        patterns: file names taken when walking folders (None: image extensions).
+        batch_size: images per forward pass.
+        workers: decoding threads.
+    """
+
+    out_dir: str
+    methods: tuple[str, ...] = ()
+    sample: int = 64
+    truth: str | None = None
+    mprt_steps: int | None = None
+    noise_copies: int = 10
+    noise_range: float = 0.2
+    seed: int = 0
+    patterns: tuple[str, ...] | None = None
+    batch_size: int = DEFAULT_BATCH_SIZE
+    workers: int = 2
+
+
+#: The methods ``camcli evaluate`` leaves out unless named (or ``--methods all``): a pass
+#: per channel or per masked image makes them hours on a sample.
+EVALUATE_SKIPPED = ("scorecam", "ablationcam")
+
+
 def default(cls: type, name: str):
     """The default of field ``name`` of one of the classes above (for the CLI's options)."""
     for item in dataclasses.fields(cls):

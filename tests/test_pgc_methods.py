@@ -421,7 +421,7 @@ def test_eigen_smoothing_is_refused_where_undefined(nonlinear, method):
 
 
 def test_sixteen_methods_and_three_that_read_attention():
-    assert len(METHODS) == 19
+    assert len(METHODS) == 21
     assert {"ablationcam", "eigengradcam", "gradcam-elementwise", "kpcacam", "shapleycam",
             "finercam", "fullgrad", "randomcam"} <= set(METHODS)
     assert [m.name for m in METHODS.values() if m.reads_attention] == [

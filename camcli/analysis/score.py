@@ -188,8 +188,7 @@ def _pair(group: list[Record], index: int | None, boxes: list, folder: str,
         record = explained[0]
         tally.pointed = 1
         if record.peak is not None:
-            nearest = min(localise.distance_to_box(record.peak, box) for box in boxes)
-            tally.pointing_hits = int(nearest <= POINTING_TOLERANCE)
+            tally.pointing_hits = pointing_hit(record.peak, boxes)
         upsampled = _saved_map(record, folder, storage)
         found = record.box
         if upsampled is not None:
@@ -202,6 +201,21 @@ def _pair(group: list[Record], index: int | None, boxes: list, folder: str,
             best = max(localise.iou(found, box) for box in boxes)
             tally.boxed, tally.iou_sum = 1, best
             tally.localised = int(best >= LOCALISATION_IOU)
+    return tally
+
+
+def pointing_hit(peak: list[int], boxes: list) -> int:
+    """1 when the map's ``peak`` lies within `POINTING_TOLERANCE` pixels of a box."""
+    nearest = min(localise.distance_to_box(peak, box) for box in boxes)
+    return int(nearest <= POINTING_TOLERANCE)
+
+
+def localised(upsampled: np.ndarray, boxes: list) -> Tally:
+    """The pointing game and the box hits of one map at its photo's size against the true
+    ``boxes`` of its class (``camcli evaluate``'s localisation; `_pair`'s rules)."""
+    tally = Tally(pointed=1, mapped=1, box_hits=box_hits(upsampled, boxes))
+    peak = localise.peak(upsampled)
+    tally.pointing_hits = 0 if peak is None else pointing_hit(peak, boxes)
     return tally
 
 

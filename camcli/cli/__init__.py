@@ -6,10 +6,17 @@ inside command bodies, so ``camcli --help`` and ``--version`` are instant.
 * `params` — the option bundles and parameter types;
 * `present` — progress bars and what is printed;
 * the commands: `explain` (predict, cam, gradcam, explain), `batch`, `inspect` (models,
-  layers, methods), `analyse` (score, audit, report), `train`.
+  layers, methods), `analyse` (score, audit, report), `evaluate`, `train`.
 """
 
-from camcli.cli import analyse, batch, explain, inspect, train  # noqa: F401  (they register)
+from camcli.cli import (  # noqa: F401  (they register)
+    analyse,
+    batch,
+    evaluate,
+    explain,
+    inspect,
+    train,
+)
 from camcli.cli.app import main
 
 __all__ = ["main"]

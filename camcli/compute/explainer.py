@@ -137,14 +137,29 @@ class Explainer:
                     maps[row].append(ExplainedMap(int(class_index), heatmap, later.rank))
         return BatchExplanation(first.probabilities, maps)
 
-    def probability_of(self, resized: np.ndarray, classes: np.ndarray) -> np.ndarray:
-        """Probabilities of ``classes`` (one per image) for RGB [0, 255] model inputs."""
+    def predict(self, resized: np.ndarray, classes: np.ndarray) -> tuple[np.ndarray,
+                                                                          np.ndarray]:
+        """``(probabilities, explained class)`` of RGB [0, 255] model inputs, the class
+        being ``classes``' (one per image) or the top-1 where it is `TOP1`."""
         if self._scorer is None:
             self._scorer = Predictor(self.graph)
         batch = preprocess(self.preprocess, resized)
         with self.on_device():
             explanation = self._scorer(batch, np.asarray(classes, np.int32))
-        return explanation.probabilities[np.arange(len(batch)), explanation.class_index]
+        return explanation.probabilities, explanation.class_index
+
+    def maps_of(self, resized: np.ndarray, classes: np.ndarray) -> tuple[list, np.ndarray]:
+        """The method's map of ``classes`` (one per image, never `TOP1`) for each RGB
+        [0, 255] model input, and the probabilities: ``(maps, probabilities)``."""
+        batch = preprocess(self.preprocess, resized)
+        with self.on_device():
+            explanation = self.method(batch, np.asarray(classes, np.int32))
+        return _maps_or_none(explanation), explanation.probabilities
+
+    def probability_of(self, resized: np.ndarray, classes: np.ndarray) -> np.ndarray:
+        """Probabilities of ``classes`` (one per image) for RGB [0, 255] model inputs."""
+        probabilities, chosen = self.predict(resized, classes)
+        return probabilities[np.arange(len(resized)), chosen]
 
     def first_maps(self, explained: BatchExplanation) -> tuple:
         """Each image's first map, its class and the class's probability: what the

@@ -144,10 +144,19 @@ def open_session(model: ModelRequest = ModelRequest(),
     ``storage``: where the model file, labels, inputs and outputs are read and written.
     """
     storage = resolved(storage)
+    check(explain)
+    loaded, device = load_model(model, storage)
+    return Session.create(loaded, explain, device, progress, storage)
+
+
+def load_model(model: ModelRequest = ModelRequest(), storage: Storage | None = None
+               ) -> tuple[LoadedModel, str]:
+    """Pick the device, then load the model there in the precision asked: ``(loaded,
+    device)``."""
     from camcli.compute.backend import resolve_precision, select_device, tensorflow
     from camcli.compute.models import load
 
-    check(explain)
+    storage = resolved(storage)
     device = select_device(model.device)
     precision = resolve_precision(model.precision, device)
     with tensorflow().device(device):
@@ -157,4 +166,4 @@ def open_session(model: ModelRequest = ModelRequest(),
                       storage=storage)
     log.info("model: %s (input %dx%d, preprocessing %s)", loaded.name, loaded.input_size[1],
              loaded.input_size[0], loaded.preprocess)
-    return Session.create(loaded, explain, device, progress, storage)
+    return loaded, device

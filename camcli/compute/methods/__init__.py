@@ -27,18 +27,21 @@ from camcli.compute.methods.gradient import (
     ShapleyCAM,
     XGradCAM,
 )
+from camcli.compute.methods.guided import GuidedBackprop, GuidedGradCAM
 from camcli.compute.methods.scorecam import ScoreCAM
 
 METHODS: dict[str, type[BaseCAM]] = {
     m.name: m
     for m in (CAM, GradCAM, GradCAMPlusPlus, XGradCAM, HiResCAM, LayerCAM, EigenCAM, ScoreCAM,
               AblationCAM, EigenGradCAM, GradCAMElementWise, KPCACAM, ShapleyCAM, FinerCAM,
-              FullGrad, Rollout, GradRollout, LeGrad, RandomCAM)
+              FullGrad, GuidedBackprop, GuidedGradCAM, Rollout, GradRollout, LeGrad,
+              RandomCAM)
 }
 
 __all__ = ["CAM", "HEAD_FUSIONS", "KERNELS", "KPCACAM", "METHODS", "SMOOTHINGS", "TOP1",
            "AblationCAM", "BaseCAM", "EigenCAM", "EigenGradCAM", "Explanation", "FinerCAM",
            "FullGrad", "GradCAM", "GradCAMElementWise", "GradCAMPlusPlus", "GradRollout",
+           "GuidedBackprop", "GuidedGradCAM",
            "HiResCAM", "LayerCAM", "LeGrad", "Predictor", "RandomCAM", "Rollout", "ScoreCAM",
            "ShapleyCAM", "XGradCAM", "rank_classes"]
 

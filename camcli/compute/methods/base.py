@@ -137,6 +137,10 @@ class BaseCAM:
     #: With `own_layers`: whether ``--layer`` may name others instead (LeGrad's blocks);
     #: else it is refused.
     takes_layers: ClassVar[bool] = False
+    #: Whether the constructor copies values out of the model's weights (FullGrad's
+    #: biases): after the weights change (``camcli evaluate``'s randomisation) the method
+    #: must be built again; the others read the model's variables as they are.
+    copies_weights: ClassVar[bool] = False
 
     def __init__(self, graph: ExplainGraph, fuse: str = FUSE_MODES[0],
                  smooth: str | None = None):

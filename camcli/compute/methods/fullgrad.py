@@ -29,6 +29,7 @@ class FullGrad(BaseCAM):
     needs_gradients = True
     no_eigen = "it sums the input's and every bias's terms, not weighted feature maps"
     own_layers_are = "every convolution's bias and batch normalisation"
+    copies_weights = True
 
     def __init__(self, graph, fuse: str = "mean", smooth: str | None = None):
         super().__init__(graph, fuse, smooth)

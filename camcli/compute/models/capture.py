@@ -231,3 +231,71 @@ def _shape(tensor) -> tuple | None:
     if tensor is None or not hasattr(tensor, "shape"):
         return None
     return tuple(None if d is None else int(d) for d in tensor.shape)
+
+
+def rectifiers(model) -> list[tuple[Any, str]]:
+    """Every rectifier of ``model`` (nested models and sublayers included), as ``(layer,
+    how)``: ``"call"`` for a ``keras.layers.ReLU`` layer without slope or threshold (its
+    ``max_value`` kept: ReLU6), ``"activation"`` for a layer whose ``activation`` is
+    ``relu`` or ``relu6`` (an ``Activation`` layer, a convolution or dense layer with its
+    own)."""
+    import keras
+
+    found = []
+    for layer in model._flatten_layers(include_self=False, recursive=True):
+        if isinstance(layer, keras.layers.ReLU):
+            if not layer.negative_slope and not layer.threshold:
+                found.append((layer, "call"))
+        elif getattr(getattr(layer, "activation", None), "__name__", None) in ("relu",
+                                                                                "relu6"):
+            found.append((layer, "activation"))
+    return found
+
+
+def guided_relu(x, ceiling: float | None = None):
+    """ReLU (capped at ``ceiling``: ReLU6) whose backward pass also zeroes the negative
+    gradients (Springenberg et al.'s guided backpropagation): ``dy · [0 < x < ceiling] ·
+    [dy > 0]``."""
+    import tensorflow as tf
+
+    @tf.custom_gradient
+    def rectified(inputs):
+        passing = inputs > 0
+        if ceiling is not None:
+            passing = tf.logical_and(passing, inputs < ceiling)
+        output = tf.nn.relu(inputs) if ceiling is None else tf.minimum(tf.nn.relu(inputs),
+                                                                        ceiling)
+
+        def backward(upstream):
+            keep = tf.logical_and(passing, upstream > 0)
+            return tf.where(keep, upstream, tf.zeros_like(upstream))
+
+        return output, backward
+
+    return rectified(x)
+
+
+@contextlib.contextmanager
+def guided(found: list[tuple[Any, str]]) -> Iterator[None]:
+    """While inside, the rectifiers ``found`` (`rectifiers`) pass gradients back as
+    `guided_relu` does; each layer's own ``call`` or ``activation`` is put back on
+    leaving, whatever happens."""
+    calls, activations = [], []
+    try:
+        for layer, how in found:
+            if how == "call":
+                own = layer.__dict__.get("call")
+                ceiling = None if layer.max_value is None else float(layer.max_value)
+                object.__setattr__(layer, "call", lambda inputs, *_, _c=ceiling, **__:
+                                   guided_relu(inputs, _c))
+                calls.append((layer, own))
+            else:
+                ceiling = 6.0 if layer.activation.__name__ == "relu6" else None
+                activations.append((layer, layer.activation))
+                object.__setattr__(layer, "activation",
+                                   lambda inputs, _c=ceiling: guided_relu(inputs, _c))
+        yield
+    finally:
+        for layer, activation in reversed(activations):
+            object.__setattr__(layer, "activation", activation)
+        _restore(calls)

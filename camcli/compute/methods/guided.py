@@ -1,0 +1,121 @@
+"""Guided Backpropagation and Guided Grad-CAM: pixel-level maps.
+
+* **Guided Backpropagation** (Springenberg et al., "Striving for Simplicity: The All
+  Convolutional Net", ICLR 2015 workshop): the gradient of the class score to the model's
+  input, with every ReLU's backward pass also zeroing the negative gradients
+  (`camcli.compute.models.capture.guided_relu`; a ReLU6 lets through where ``0 < x <
+  6``, as its own gradient does). The map is the sum over the colour channels of the
+  gradient's absolute value, at the input's resolution.
+* **Guided Grad-CAM** (Selvaraju et al., Grad-CAM, ICCV 2017): that map times the Grad-CAM
+  map of the target layer upsampled (bilinear) to the input, as in the Grad-CAM paper
+  and pytorch-grad-cam's ``cam_mask * gb``.
+
+Both are the known failures of Adebayo et al.'s sanity checks (2018): their maps barely
+change when the model's weights are randomised, because the rectifiers' masks, not the
+weights, shape them. ``camcli evaluate`` shows it on the user's own model.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from camcli.compute.backend import tensorflow
+from camcli.compute.methods.base import (
+    BaseCAM,
+    Explanation,
+    as_requested,
+    compile_step,
+    forward,
+    normalise,
+)
+from camcli.compute.methods.gradient import GradCAM
+from camcli.compute.models import capture
+from camcli.compute.models.addresses import INPUT_SUFFIX, graph_layers
+from camcli.errors import UsageProblem
+
+
+def _rectifiers(model, name: str) -> list:
+    found = capture.rectifiers(model)
+    if not found:
+        raise UsageProblem(
+            f"{name} guides the gradient through the model's ReLUs, and this model has "
+            "none (a transformer's GELUs, for one): its map would be the plain gradient; "
+            "use another method")
+    return found
+
+
+class GuidedBackprop(BaseCAM):
+    name = "guidedbackprop"
+    paper = "Springenberg et al., Striving for Simplicity (Guided Backpropagation), 2015"
+    cost = "1 forward + 1 backward (to the input)"
+    use_when = ("pixel-level edges for a picture; fails the sanity check (Adebayo et al. "
+                "2018): it shows the image more than the model")
+    needs_gradients = True
+    no_eigen = "its map is the gradient to the input, not weighted feature maps"
+    own_layers_are = "the gradient to the model's input"
+
+    def __init__(self, graph, fuse: str = "mean", smooth: str | None = None):
+        super().__init__(graph, fuse, smooth)
+        self._rectifiers = _rectifiers(graph.model, self.name)
+
+    @classmethod
+    def own_layers(cls, model) -> list[str]:
+        """The model's input, as its first layer's input (``rescaling:input``): the map
+        is the gradient there."""
+        first = next((address for address, _, shape in graph_layers(model)
+                      if shape is not None and len(shape) == 4), None)
+        if first is None:
+            raise UsageProblem(f"{cls.name} needs an image model; model {model.name!r} "
+                               "has no layer with a spatial output")
+        return [first + INPUT_SUFFIX]
+
+    def explain_step(self, x, requested):
+        tf = tensorflow()
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            _, probabilities, class_index, score = forward(self.graph, x, requested)
+        raw = tf.reduce_sum(tf.abs(tf.cast(tape.gradient(score, x), tf.float32)), axis=-1)
+        zero = tf.reshape(tf.reduce_all(tf.equal(raw, 0.0), axis=[1, 2]), [1, -1])
+        return probabilities, class_index, raw, normalise(raw), zero
+
+    def compute(self, batch: np.ndarray, class_index) -> Explanation:
+        # The guided rectifiers are in place while the step is traced (its first call).
+        with capture.guided(self._rectifiers):
+            return super().compute(batch, class_index)
+
+
+class GuidedGradCAM(GradCAM):
+    name = "guided-gradcam"
+    paper = "Selvaraju et al., Grad-CAM, ICCV 2017 (Guided Grad-CAM)"
+    cost = "2 forward + 2 backward"
+    use_when = ("Grad-CAM's region at the input's resolution; fails the sanity check "
+                "(Adebayo et al. 2018), as Guided Backpropagation does")
+    no_eigen = "it multiplies Grad-CAM's map by the gradient to the input"
+    no_fusion = "its Grad-CAM map is one layer's"
+
+    def __init__(self, graph, fuse: str = "mean", smooth: str | None = None):
+        super().__init__(graph, fuse, smooth)
+        self._rectifiers = _rectifiers(graph.model, self.name)
+        self._guided = None
+
+    def _guided_step(self, x, requested):
+        """The gradient to the input through the guided rectifiers: ``(n, H, W)`` summed
+        absolute values."""
+        tf = tensorflow()
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            _, _, _, score = forward(self.graph, x, requested)
+        return tf.reduce_sum(tf.abs(tf.cast(tape.gradient(score, x), tf.float32)), axis=-1)
+
+    def compute(self, batch: np.ndarray, class_index) -> Explanation:
+        cam = super().compute(batch, class_index)
+        if self._guided is None:
+            self._guided = compile_step(self._guided_step, batch)
+        with capture.guided(self._rectifiers):
+            pixels = self._guided(batch, as_requested(cam.class_index, batch)).numpy()
+        tf = tensorflow()
+        upsampled = tf.image.resize(cam.maps[..., None], pixels.shape[1:3],
+                                    method="bilinear")[..., 0]
+        raw = (upsampled * pixels).numpy()
+        return Explanation(cam.probabilities, cam.class_index, raw,
+                           normalise(tf.constant(raw)).numpy())
