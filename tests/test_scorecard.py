@@ -8,6 +8,7 @@ import math
 import numpy as np
 import pytest
 
+from camcli.analysis import scorecard
 from camcli.analysis.scorecard import complexity, max_sensitivity, sparseness, spearman, ssim
 
 
@@ -75,3 +76,105 @@ def test_max_sensitivity_is_the_largest_relative_change():
     assert max_sensitivity(heatmap, noisy[:2]) == pytest.approx(0.6)
     assert math.isnan(max_sensitivity(heatmap, []))
     assert math.isnan(max_sensitivity(np.zeros((2, 2)), noisy))
+
+
+def test_maps_are_measured_min_max_normalised_at_the_input_size():
+    low = np.array([[0.2, 0.6], [1.0, 0.2]], np.float32)
+    got = scorecard.at_input_size(low, 4, 6)
+    assert got.shape == (4, 6)
+    # pytorch-grad-cam's scale_cam_image: (m - min) / (1e-7 + max - min), then cv2 bilinear.
+    import cv2
+
+    expected = cv2.resize((low - 0.2) / (1e-7 + 0.8), (6, 4), interpolation=cv2.INTER_LINEAR)
+    np.testing.assert_allclose(got, expected, atol=1e-7)
+    assert got.min() == 0.0 and got.max() == pytest.approx(1.0, abs=1e-6)
+    same = scorecard.at_input_size(np.array([[0.0, 2.0], [1.0, 1.0]]), 2, 2)
+    np.testing.assert_allclose(same, [[0.0, 1.0], [0.5, 0.5]], atol=1e-6)
+
+
+def test_a_map_gone_blank_keeps_none_of_the_original_order():
+    original = np.array([[0.0, 0.5], [1.0, 0.2]])
+    assert scorecard.kept_order(original, np.zeros((2, 2))) == 0.0
+    assert scorecard.kept_order(original, original * 3) == pytest.approx(1.0)
+    assert scorecard.kept_order(original, -original) == pytest.approx(1.0)  # |values|
+    assert math.isnan(scorecard.kept_order(np.ones((2, 2)), original))
+
+
+def test_the_random_logit_class_is_any_other_class_seeded():
+    classes = np.array([0, 1, 2, 2, 0] * 400, np.int32)
+    drawn = scorecard.other_class(classes, 3, seed=5)
+    assert (drawn != classes).all() and set(drawn.tolist()) == {0, 1, 2}
+    np.testing.assert_array_equal(drawn, scorecard.other_class(classes, 3, seed=5))
+    # Uniform among the two others: for class 0, classes 1 and 2 about half each.
+    ones = (drawn[classes == 0] == 1).mean()
+    assert 0.45 < ones < 0.55
+
+
+def test_the_sanity_check_reads_the_first_half_of_the_cascade():
+    # 5 steps: the first 3 count. Mean 0.5 fails (at least the threshold), 0.49 passes.
+    assert scorecard.sanity_passed([0.9, 0.4, 0.2, 0.9, 0.9]) == (False, pytest.approx(0.5))
+    assert scorecard.sanity_passed([0.9, 0.37, 0.2, 0.0, 0.0]) == (True, pytest.approx(0.49))
+    assert scorecard.sanity_passed([0.7]) == (False, pytest.approx(0.7))
+    assert scorecard.sanity_passed([0.1, 0.95]) == (True, pytest.approx(0.1))
+    assert scorecard.sanity_passed([None, None]) == (None, None)
+    assert scorecard.first_half([1, 2, 3, 4]) == [1, 2]
+
+
+def row(method, passed, road, deletion, insertion, sensitivity, seconds=0.01, baseline=False,
+        **more):
+    return {"method": method, "sanity": {"passed": passed}, "road": road,
+            "deletion_auc": deletion, "insertion_auc": insertion,
+            "max_sensitivity": sensitivity, "seconds_per_image": seconds,
+            "baseline": baseline, **more}
+
+
+def test_the_recommendation_is_the_best_mean_rank_among_the_methods_that_pass():
+    rows = [
+        # best on every measure, but fails the sanity check
+        row("guidedbackprop", False, 0.9, 0.01, 0.9, 0.01),
+        # ranks among all four: ROAD 3, deletion 3, insertion 4, sensitivity 4 -> 3.5
+        row("gradcam", True, 0.5, 0.10, 0.5, 0.30),
+        # 4, 4, 3, 3 -> 3.5 as well, and slower: gradcam wins the tie
+        row("hirescam", True, 0.4, 0.20, 0.6, 0.20, seconds=0.02),
+        # a baseline is never recommended
+        row("randomcam", True, 0.95, 0.001, 0.95, 0.001, baseline=True),
+    ]
+    recommended, ranks = scorecard.recommend(rows, with_truth=False)
+    assert recommended == "gradcam"
+    # The others after the eligible, by mean rank: randomcam (1.0), guidedbackprop (2.0).
+    assert ranks == [4, 1, 2, 3]
+    # With truth, the localisation measures count too: hirescam now wins (mean rank
+    # (4 + 4 + 3 + 3 + 1 + 1) / 6 against gradcam's (3 + 3 + 4 + 4 + 2 + 2.5) / 6).
+    rows[1].update(pointing=0.2, max_box_acc_v2=0.1)
+    rows[2].update(pointing=0.9, max_box_acc_v2=0.8)
+    rows[0].update(pointing=None, max_box_acc_v2=None)  # missing: last
+    rows[3].update(pointing=0.1, max_box_acc_v2=0.1)
+    assert scorecard.recommend(rows, with_truth=True) == ("hirescam", [4, 2, 1, 3])
+    # None passes: nothing is recommended, and the ranks still order them.
+    for each in rows:
+        each["sanity"]["passed"] = False
+    recommended, ranks = scorecard.recommend(rows, with_truth=False)
+    assert recommended is None and sorted(ranks) == [1, 2, 3, 4]
+
+
+def test_the_table_marks_the_best_of_each_column():
+    rows = [row("gradcam", True, 0.5, 0.10, 0.5, 0.30, random_logit=0.2, sparseness=0.4,
+                complexity=10.0, rank=1),
+            row("randomcam", True, 0.1, 0.30, 0.7, 0.90, baseline=True, random_logit=1.0,
+                sparseness=0.6, complexity=9.0, rank=3),
+            row("guidedbackprop", False, 0.2, 0.05, 0.4, 0.80, random_logit=0.9,
+                sparseness=0.5, complexity=9.5, rank=2)]
+    rows[0]["sanity"]["first_half_spearman"] = 0.02
+    rows[1]["sanity"]["first_half_spearman"] = 0.1
+    rows[2]["sanity"]["first_half_spearman"] = 0.95
+    text = scorecard.table({"methods": rows, "recommended": "gradcam", "rule": scorecard.RULE,
+                            "sanity_rule": scorecard.SANITY_RULE})
+    lines = text.splitlines()
+    assert lines[0].split() == ["method", "sanity", "rand.logit", "ROAD", "del.AUC",
+                                "ins.AUC", "max.sens", "sparse", "complex", "s/img", "rank"]
+    assert lines[1].split() == ["gradcam", "pass", "0.02", "0.200*", "0.5000*", "0.1000",
+                                "0.5000*", "0.300*", "0.400", "10.00", "0.010*", "1"]
+    # A baseline is never marked best (its insertion AUC is higher).
+    assert lines[2].split()[:3] == ["guidedbackprop", "FAIL", "0.95"]
+    assert "0.0500*" in lines[2] and "0.7000" in lines[3] and "*" not in lines[3]
+    assert "recommended: gradcam" in text

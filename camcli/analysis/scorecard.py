@@ -240,7 +240,8 @@ def table(document: dict) -> str:
             if value is None or (isinstance(value, float) and not np.isfinite(value)):
                 cells.append("-")
                 continue
-            mark = "*" if key in best and value == best[key] else ""
+            mark = "*" if (key in best and value == best[key]
+                           and not row.get("baseline")) else ""
             cells.append(f"{value:{fmt}}{mark}")
         name = row["method"] + (" (baseline)" if row.get("baseline") else "")
         lines.append(f"{name:<22}" + "".join(f"{cell:>13}" for cell in cells))

@@ -275,15 +275,18 @@ def _truth(sample: Sample, session: Session, options: EvaluateOptions, storage):
     return boxes
 
 
-def _maps(session: Session, resized: np.ndarray, classes: np.ndarray, batch_size: int
-          ) -> tuple[np.ndarray, np.ndarray]:
-    """The method's maps at the input size, and the probabilities."""
+def _maps(session: Session, resized: np.ndarray, classes: np.ndarray, batch_size: int,
+          found: list | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The method's maps at the input size, and the probabilities; the maps as the method
+    gives them are appended to ``found`` when given."""
     height, width = resized.shape[1:3]
     maps, probabilities = [], []
     for part in _chunks(len(resized), batch_size):
-        found, p = session.explainer.maps_of(resized[part], classes[part])
-        maps.extend(scorecard.at_input_size(m, height, width) for m in found)
+        given, p = session.explainer.maps_of(resized[part], classes[part])
+        maps.extend(scorecard.at_input_size(m, height, width) for m in given)
         probabilities.append(p)
+        if found is not None:
+            found.extend(given)
     return np.stack(maps), np.concatenate(probabilities)
 
 
@@ -298,7 +301,8 @@ def _score(scored: Scored, sample: Sample, noise: Noise, truth, options: Evaluat
     """Everything measured on the model as it is."""
     session, batch = scored.session, options.batch_size
     explainer = session.explainer
-    scored.maps, _ = _maps(session, sample.resized, sample.classes, batch)
+    given: list = []
+    scored.maps, _ = _maps(session, sample.resized, sample.classes, batch, given)
     kind = METHODS[scored.name]
     row = scored.row
     row["method"] = scored.name
@@ -343,12 +347,12 @@ def _score(scored: Scored, sample: Sample, noise: Noise, truth, options: Evaluat
     row["complexity"] = _mean(scorecard.complexity(m) for m in scored.maps)
     row["pointing"] = row["max_box_acc_v2"] = None
     if truth is not None and any(truth):
-        tally = scoring.Tally()
-        for heatmap, boxes, (width, height) in zip(scored.maps, truth, sample.sizes,
-                                                   strict=True):
-            if boxes:
-                from camcli.analysis.localise import upsample
+        from camcli.analysis.localise import upsample
 
+        # As `camcli score` reads a saved map: the method's own map, upsampled to the photo.
+        tally = scoring.Tally()
+        for heatmap, boxes, (width, height) in zip(given, truth, sample.sizes, strict=True):
+            if boxes:
                 tally.add(scoring.localised(upsample(heatmap, width, height), boxes))
         rates = tally.rates()
         row["pointing"], row["max_box_acc_v2"] = rates["pointing"], rates["max_box_acc_v2"]
