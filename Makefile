@@ -57,6 +57,7 @@ bench: install  ## speed: batch vs. ceiling and naive loop; methods; precisions;
 	$(BIN)/python bench/road.py
 	$(BIN)/python bench/storage.py
 	$(BIN)/python bench/audit.py
+	$(BIN)/python bench/evaluate.py
 
 bench-memory: install  ## peak RSS of batch on 2,000 and 20,000 generated images
 	$(BIN)/python bench/batch.py --memory 2000,20000

@@ -110,6 +110,7 @@ def evaluate(inputs: list[str], model: ModelRequest, explain: ExplainRequest,
         UsageProblem: a method named that does not apply to the model, no input left.
         InputNotFound: an input names nothing.
     """
+    started = time.perf_counter()
     storage = resolved(storage)
     check_inputs(inputs, storage)
     check(explain)
@@ -120,16 +121,20 @@ def evaluate(inputs: list[str], model: ModelRequest, explain: ExplainRequest,
     _classes(sample, methods[0].session, options.batch_size)
     noisy = _noise(sample, first, options)
     truth = _truth(sample, methods[0].session, options, storage)
+    seconds = {"loading": time.perf_counter() - started}
 
     bar = progress("methods", len(methods))
     for scored in methods:
         _score(scored, sample, noisy, truth, options)
         bar.update()
     bar.close()
+    seconds["measures"] = time.perf_counter() - started - sum(seconds.values())
     _cascade(methods, sample, options, progress)
+    seconds["randomisation"] = time.perf_counter() - started - sum(seconds.values())
 
     document = _document(loaded, sample, methods, skipped, noisy, options,
                          methods[0].session)
+    document["seconds"] = {key: round(value, 3) for key, value in seconds.items()}
     store = storage.store(options.out_dir)
     json_path = locations.join(options.out_dir, JSON_NAME)
     page_path = locations.join(options.out_dir, PAGE_NAME)
