@@ -83,7 +83,7 @@ class Scored:
 
     name: str
     session: Session
-    maps: np.ndarray = None  # (n, H, W) the original maps at the input size
+    given: list = None  # the original maps, as the method gives them
     row: dict = field(default_factory=dict)
     spearman: list = field(default_factory=list)
     ssim: list = field(default_factory=list)
@@ -235,24 +235,28 @@ class Noise:
     """Max-Sensitivity's noisy copies: how each is drawn, and whether the model's top-1
     changed on it (``(K, n)``: such copies are left out)."""
 
-    seeds: list
+    copies: int
     scale: float
+    seed: int
     changed: np.ndarray
 
-    def copy(self, sample: Sample, k: int) -> np.ndarray:
-        rng = np.random.default_rng(self.seeds[k])
-        return sample.resized + rng.uniform(-self.scale, self.scale,
-                                            sample.resized.shape).astype(np.float32)
+    def copy(self, sample: Sample, k: int, part: slice) -> np.ndarray:
+        """Copy ``k`` of the images of ``part``: each image's noise is seeded by the run's
+        seed, ``k`` and the image's place, so no batch or sample size changes it."""
+        images = sample.resized[part]
+        noise = [np.random.default_rng([self.seed, 1, k, index]).uniform(
+            -self.scale, self.scale, images.shape[1:]) for index in
+            range(part.start, part.stop)]
+        return images + np.asarray(noise, np.float32)
 
 
 def _noise(sample: Sample, explainer: Explainer, options: EvaluateOptions) -> Noise:
-    noise = Noise([[options.seed, 1, k] for k in range(options.noise_copies)],
-                  options.noise_range * 255.0,
+    noise = Noise(options.noise_copies, options.noise_range * 255.0, options.seed,
                   np.zeros((options.noise_copies, len(sample.items)), bool))
     for k in range(options.noise_copies):
-        copy = noise.copy(sample, k)
         for part in _chunks(len(sample.items), options.batch_size):
-            probabilities, _ = explainer.predict(copy[part], sample.classes[part])
+            probabilities, _ = explainer.predict(noise.copy(sample, k, part),
+                                                 sample.classes[part])
             noise.changed[k, part] = rank_classes(probabilities, 1)[:, 0] != sample.top1[part]
     return noise
 
@@ -280,19 +284,18 @@ def _truth(sample: Sample, session: Session, options: EvaluateOptions, storage):
     return boxes
 
 
-def _maps(session: Session, resized: np.ndarray, classes: np.ndarray, batch_size: int,
-          found: list | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """The method's maps at the input size, and the probabilities; the maps as the method
-    gives them are appended to ``found`` when given."""
-    height, width = resized.shape[1:3]
-    maps, probabilities = [], []
+def _given(session: Session, resized: np.ndarray, classes: np.ndarray, batch_size: int
+           ) -> list:
+    """The method's maps of ``classes`` as it gives them (its own resolution)."""
+    found = []
     for part in _chunks(len(resized), batch_size):
-        given, p = session.explainer.maps_of(resized[part], classes[part])
-        maps.extend(scorecard.at_input_size(m, height, width) for m in given)
-        probabilities.append(p)
-        if found is not None:
-            found.extend(given)
-    return np.stack(maps), np.concatenate(probabilities)
+        found.extend(session.explainer.maps_of(resized[part], classes[part])[0])
+    return found
+
+
+def _at_input(maps: list, size: tuple[int, int]) -> np.ndarray:
+    """Maps as every measure takes them (`scorecard.at_input_size`), stacked."""
+    return np.stack([scorecard.at_input_size(m, *size) for m in maps])
 
 
 def _mean(values) -> float | None:
@@ -303,65 +306,69 @@ def _mean(values) -> float | None:
 
 def _score(scored: Scored, sample: Sample, noise: Noise, truth, options: EvaluateOptions
            ) -> None:
-    """Everything measured on the model as it is."""
+    """Everything measured on the model as it is, a batch of images at a time (the
+    perturbed images of ROAD and deletion / insertion are many)."""
     session, batch = scored.session, options.batch_size
     explainer = session.explainer
-    given: list = []
-    scored.maps, _ = _maps(session, sample.resized, sample.classes, batch, given)
+    size = sample.resized.shape[1:3]
+    count = len(sample.items)
+    scored.given = _given(session, sample.resized, sample.classes, batch)
     kind = METHODS[scored.name]
     row = scored.row
-    row["method"] = scored.name
-    row["baseline"] = kind.baseline
-    row["class_specific"] = kind.class_specific
-    # Random logit: the same pass as any, so it also times the method (traced by now).
+    row.update(method=scored.name, baseline=kind.baseline, class_specific=kind.class_specific)
+    # Random logit: a pass like any other, so it also times the method (traced by now).
     started = time.perf_counter()
-    if explainer.num_classes > 1:
-        others = scorecard.other_class(sample.classes, explainer.num_classes, options.seed)
-        other_maps, _ = _maps(session, sample.resized, others, batch)
-        row["random_logit"] = _mean(scorecard.ssim(a, b) for a, b in
-                                    zip(scored.maps, other_maps, strict=True))
-    else:
-        _maps(session, sample.resized, sample.classes, batch)
-        row["random_logit"] = None
-    row["seconds_per_image"] = (time.perf_counter() - started) / len(sample.items)
+    others = (scorecard.other_class(sample.classes, explainer.num_classes, options.seed)
+              if explainer.num_classes > 1 else sample.classes)
+    other_maps = _given(session, sample.resized, others, batch)
+    row["seconds_per_image"] = (time.perf_counter() - started) / count
+    logit, road, deletion, insertion, worst = [], [], [], [], np.full(count, np.nan)
+    sparse, complex_ = [], []
     chunk = max(batch, 32)
-    road = metrics.road(explainer.probability_of, sample.resized, scored.maps,
-                        sample.classes, sample.probability, batch_size=chunk)
-    faithful = metrics.faithfulness(explainer.probability_of, sample.resized, scored.maps,
-                                    sample.classes, sample.probability,
-                                    DEFAULT_METRIC_STEPS, batch_size=chunk)
-    row["road"] = _mean(road.combined)
-    row["deletion_auc"] = _mean(faithful.deletion_auc)
-    row["insertion_auc"] = _mean(faithful.insertion_auc)
-    # Max-Sensitivity over the copies whose top-1 did not change.
-    worst = np.full(len(sample.items), np.nan)
-    norms = np.linalg.norm(scored.maps.reshape(len(scored.maps), -1), axis=1)
-    for k in range(len(noise.seeds)):
-        kept = np.flatnonzero(~noise.changed[k])
-        if not kept.size:
-            continue
-        copy = noise.copy(sample, k)[kept]
-        maps, _ = _maps(session, copy, sample.classes[kept], batch)
-        for row_number, index in enumerate(kept):
-            if norms[index] == 0:
+    for part in _chunks(count, batch):
+        maps = _at_input(scored.given[part], size)
+        logit.extend(scorecard.ssim(a, b) for a, b in
+                     zip(maps, _at_input(other_maps[part], size), strict=True))
+        sparse.extend(scorecard.sparseness(m) for m in maps)
+        complex_.extend(scorecard.complexity(m) for m in maps)
+        images, classes = sample.resized[part], sample.classes[part]
+        found = metrics.road(explainer.probability_of, images, maps, classes,
+                             sample.probability[part], batch_size=chunk)
+        road.extend(found.combined)
+        faithful = metrics.faithfulness(explainer.probability_of, images, maps, classes,
+                                        sample.probability[part], DEFAULT_METRIC_STEPS,
+                                        batch_size=chunk)
+        deletion.extend(faithful.deletion_auc)
+        insertion.extend(faithful.insertion_auc)
+        # Max-Sensitivity over the copies whose top-1 did not change.
+        for k in range(noise.copies):
+            kept = ~noise.changed[k, part]
+            if not kept.any():
                 continue
-            value = scorecard.max_sensitivity(scored.maps[index], [maps[row_number]])
-            worst[index] = value if np.isnan(worst[index]) else max(worst[index], value)
-    row["max_sensitivity"] = _mean(worst)
-    row["sparseness"] = _mean(scorecard.sparseness(m) for m in scored.maps)
-    row["complexity"] = _mean(scorecard.complexity(m) for m in scored.maps)
+            copy = noise.copy(sample, k, part)[kept]
+            noisy = _at_input(_given(session, copy, classes[kept], batch), size)
+            for index, original, changed in zip(np.flatnonzero(kept) + part.start,
+                                                maps[kept], noisy, strict=True):
+                value = scorecard.max_sensitivity(original, [changed])
+                if np.isfinite(value):
+                    worst[index] = np.nanmax([worst[index], value])
+    row["random_logit"] = _mean(logit) if explainer.num_classes > 1 else None
+    row["road"], row["deletion_auc"] = _mean(road), _mean(deletion)
+    row["insertion_auc"], row["max_sensitivity"] = _mean(insertion), _mean(worst)
+    row["sparseness"], row["complexity"] = _mean(sparse), _mean(complex_)
     row["pointing"] = row["max_box_acc_v2"] = None
     if truth is not None and any(truth):
         from camcli.analysis.localise import upsample
 
         # As `camcli score` reads a saved map: the method's own map, upsampled to the photo.
         tally = scoring.Tally()
-        for heatmap, boxes, (width, height) in zip(given, truth, sample.sizes, strict=True):
+        for heatmap, boxes, (width, height) in zip(scored.given, truth, sample.sizes,
+                                                   strict=True):
             if boxes:
                 tally.add(scoring.localised(upsample(heatmap, width, height), boxes))
         rates = tally.rates()
         row["pointing"], row["max_box_acc_v2"] = rates["pointing"], rates["max_box_acc_v2"]
-    scored.figure.append(scored.maps[0])
+    scored.figure.append(_at_input(scored.given[:1], size)[0])
 
 
 def _cascade(methods: list[Scored], sample: Sample, options: EvaluateOptions,
@@ -374,6 +381,7 @@ def _cascade(methods: list[Scored], sample: Sample, options: EvaluateOptions,
     groups = cascade(model)
     steps = spread(len(groups), options.mprt_steps)
     randomiser = Randomiser(model, groups, options.seed)
+    size = sample.resized.shape[1:3]
     bar = progress("randomisation", len(steps) * len(methods))
     with randomiser.applied():
         for step in steps:
@@ -384,12 +392,19 @@ def _cascade(methods: list[Scored], sample: Sample, options: EvaluateOptions,
                     session = Session.create(session.loaded, session.request,
                                              session.explainer.device, None,
                                              session.storage)
-                maps, _ = _maps(session, sample.resized, sample.classes, options.batch_size)
-                scored.spearman.append(_mean(scorecard.kept_order(a, b) for a, b in
-                                             zip(scored.maps, maps, strict=True)))
-                scored.ssim.append(_mean(scorecard.ssim(a, b) for a, b in
-                                         zip(scored.maps, maps, strict=True)))
-                scored.figure.append(maps[0])
+                kept, similar, first = [], [], None
+                for part in _chunks(len(sample.items), options.batch_size):
+                    maps = _at_input(_given(session, sample.resized[part],
+                                            sample.classes[part], options.batch_size), size)
+                    originals = _at_input(scored.given[part], size)
+                    kept.extend(scorecard.kept_order(a, b) for a, b in
+                                zip(originals, maps, strict=True))
+                    similar.extend(scorecard.ssim(a, b) for a, b in
+                                   zip(originals, maps, strict=True))
+                    first = maps[0] if first is None else first
+                scored.spearman.append(_mean(kept))
+                scored.ssim.append(_mean(similar))
+                scored.figure.append(first)
                 bar.update()
     bar.close()
     for scored in methods:
@@ -423,7 +438,7 @@ def _document(loaded, sample: Sample, methods: list[Scored], skipped, noise: Noi
         "sanity_rule": scorecard.SANITY_RULE,
         "methods": ordered,
         "skipped": skipped,
-        "noise": {"copies": len(noise.seeds), "range": options.noise_range,
+        "noise": {"copies": noise.copies, "range": options.noise_range,
                   "changed_top1": int(noise.changed.sum()),
                   "of": int(noise.changed.size)},
         "seed": options.seed,
