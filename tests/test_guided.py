@@ -10,6 +10,7 @@ from conftest import seeded_weights
 from test_methods import conv3x3_same_relu, normalised
 
 from camcli.compute.methods import METHODS, GuidedBackprop, GuidedGradCAM
+from camcli.compute.methods.guided import capped
 from camcli.compute.models import graph
 from camcli.errors import UsageProblem
 
@@ -33,6 +34,17 @@ def relu_net(keras):
 @pytest.fixture(scope="module")
 def images():
     return np.random.default_rng(3).uniform(-2, 2, (3, 4, 4, 3)).astype("float32")
+
+
+def by_percentile(raw):
+    """The shown map: divided by its 99th percentile (linear interpolation between the
+    sorted values), capped at 1."""
+    values = np.sort(raw.ravel())
+    position = 0.99 * (values.size - 1)
+    low = int(np.floor(position))
+    scale = values[low] + (position - low) * (values[low + 1] - values[low])
+    scale = scale if scale > 0 else values[-1]  # mostly zeros: by the maximum
+    return np.minimum(raw / scale, 1.0) if scale > 0 else raw
 
 
 def conv_input_gradient(upstream, kernel):
@@ -85,7 +97,7 @@ def test_guided_backprop_equals_the_hand_written_backward_pass(keras, relu_net, 
         cut = {k: cut[k] + cuts[k] for k in cut}
         expected = np.abs(gradient).sum(axis=-1)
         np.testing.assert_allclose(result.raw_maps[n], expected, rtol=1e-5, atol=1e-6)
-        np.testing.assert_allclose(result.maps[n], normalised(expected), atol=1e-5)
+        np.testing.assert_allclose(result.maps[n], by_percentile(expected), atol=1e-5)
         # Not the plain gradient: the guided rule changed this image's map.
         plain = np.abs(by_hand(weights, image, CLASSES[n], guided=False)[0]).sum(axis=-1)
         assert not np.allclose(plain, expected)
@@ -117,7 +129,7 @@ def test_guided_gradcam_is_the_guided_map_times_gradcam(keras, relu_net, images)
         cam = normalised(features @ plain.mean(axis=(0, 1)))  # Grad-CAM, 4x4 like the input
         expected = cam * np.abs(gradient).sum(axis=-1)
         np.testing.assert_allclose(result.raw_maps[n], expected, rtol=1e-5, atol=1e-6)
-        np.testing.assert_allclose(result.maps[n], normalised(expected), atol=1e-5)
+        np.testing.assert_allclose(result.maps[n], by_percentile(expected), atol=1e-5)
 
 
 def test_guided_methods_need_rectifiers(keras):
@@ -132,3 +144,14 @@ def test_guided_methods_need_rectifiers(keras):
             kind(graph.build(model, layer))
     assert GuidedBackprop.own_layers(model) == ["conv:input"]
     assert {"guidedbackprop", "guided-gradcam"} <= set(METHODS)
+
+
+def test_a_pixel_map_is_shown_by_its_99th_percentile():
+    raw = np.zeros((2, 10, 10), np.float32)
+    raw[0] = np.arange(100).reshape(10, 10)  # percentile 99: 98.01
+    raw[1, 0, 0] = 5.0  # 99 zeros: the percentile is 0, so the maximum
+    shown = capped(raw)
+    np.testing.assert_allclose(shown[0], np.minimum(raw[0] / 98.01, 1.0), rtol=1e-6)
+    assert shown[0].max() == 1.0 and (shown[0] == 1.0).sum() == 1  # 99 only
+    np.testing.assert_array_equal(shown[1], raw[1] / 5.0)
+    np.testing.assert_array_equal(capped(np.zeros((1, 3, 3))), np.zeros((1, 3, 3)))

@@ -10,6 +10,10 @@
   map of the target layer upsampled (bilinear) to the input, as in the Grad-CAM paper
   and pytorch-grad-cam's ``cam_mask * gb``.
 
+Both maps are pixel-level, a few pixels far above the rest: each is divided by its 99th
+percentile and capped at 1 (`capped`; SmoothGrad's and Captum's way of showing them), so an
+overlay shows the edges and not three hot pixels. ``raw_maps`` keep the values.
+
 Both are the known failures of Adebayo et al.'s sanity checks (2018): their maps barely
 change when the model's weights are randomised, because the rectifiers' masks, not the
 weights, shape them. ``camcli evaluate`` checks it on the user's own model (on
@@ -34,6 +38,20 @@ from camcli.compute.methods.gradient import GradCAM
 from camcli.compute.models import capture
 from camcli.compute.models.addresses import INPUT_SUFFIX, graph_layers
 from camcli.errors import UsageProblem
+
+#: A pixel-level map is divided by this percentile of its values, then capped at 1.
+PERCENTILE = 99.0
+
+
+def capped(raw: np.ndarray) -> np.ndarray:
+    """``(n, H, W)`` non-negative maps divided by their `PERCENTILE`-th percentile and
+    capped at 1 (a map whose percentile is 0 divided by its maximum; an all-zero map stays
+    zero)."""
+    raw = np.maximum(np.asarray(raw, np.float32), 0.0)
+    scale = np.percentile(raw, PERCENTILE, axis=(1, 2), keepdims=True)
+    scale = np.where(scale > 0, scale, raw.max(axis=(1, 2), keepdims=True))
+    return np.clip(np.divide(raw, scale, out=np.zeros_like(raw), where=scale > 0), 0.0,
+                   1.0).astype(np.float32)
 
 
 def _rectifiers(model, name: str) -> list:
@@ -83,7 +101,9 @@ class GuidedBackprop(BaseCAM):
     def compute(self, batch: np.ndarray, class_index) -> Explanation:
         # The guided rectifiers are in place while the step is traced (its first call).
         with capture.guided(self._rectifiers):
-            return super().compute(batch, class_index)
+            found = super().compute(batch, class_index)
+        return Explanation(found.probabilities, found.class_index, found.raw_maps,
+                           capped(found.raw_maps))
 
 
 class GuidedGradCAM(GradCAM):
@@ -119,5 +139,4 @@ class GuidedGradCAM(GradCAM):
         upsampled = tf.image.resize(cam.maps[..., None], pixels.shape[1:3],
                                     method="bilinear")[..., 0]
         raw = (upsampled * pixels).numpy()
-        return Explanation(cam.probabilities, cam.class_index, raw,
-                           normalise(tf.constant(raw)).numpy())
+        return Explanation(cam.probabilities, cam.class_index, raw, capped(raw))
