@@ -132,17 +132,20 @@ def test_guided_gradcam_is_the_guided_map_times_gradcam(keras, relu_net, images)
         np.testing.assert_allclose(result.maps[n], by_percentile(expected), atol=1e-5)
 
 
-def test_guided_methods_need_rectifiers(keras):
+def test_guided_methods_need_rectifiers(keras, relu_net):
     inputs = keras.Input((4, 4, 3))
     x = keras.layers.Conv2D(2, 3, padding="same", activation="gelu", name="conv")(inputs)
     x = keras.layers.GlobalAveragePooling2D()(x)
     model = keras.Model(inputs, keras.layers.Dense(2)(x), name="smooth_net")
-    for kind, layer in ((GuidedBackprop, GuidedBackprop.own_layers(model)),
-                        (GuidedGradCAM, "conv")):
-        with pytest.raises(UsageProblem, match=f"^{kind.name} guides the gradient through "
-                           "the model's ReLUs, and this model has none"):
-            kind(graph.build(model, layer))
-    assert GuidedBackprop.own_layers(model) == ["conv:input"]
+    refusal = "the model's ReLUs, and this model has none"
+    with pytest.raises(UsageProblem, match=f"^guidedbackprop guides the gradient through "
+                       f"{refusal}"):
+        GuidedBackprop.own_layers(model)
+    with pytest.raises(UsageProblem, match=f"^guided-gradcam guides the gradient through "
+                       f"{refusal}"):
+        GuidedGradCAM(graph.build(model, "conv"))
+    # The map is the gradient to the model's input: its first layer's input.
+    assert GuidedBackprop.own_layers(relu_net[0]) == ["conv:input"]
     assert {"guidedbackprop", "guided-gradcam"} <= set(METHODS)
 
 

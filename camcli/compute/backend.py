@@ -47,6 +47,15 @@ def _quiet_known_warnings() -> None:
     warnings.filterwarnings("ignore", category=UserWarning,
                             message=r"Layer '.*' \(of type WindowAttention\) was passed "
                                     "an input with a mask")
+    # TensorFlow counts the traces of one Python function over all its tf.functions: the
+    # methods that share BaseCAM.explain_step, each traced once (camcli evaluate builds a
+    # dozen), read to it as "retracing".
+    logging.getLogger("tensorflow").addFilter(_NotRetracing())
+
+
+class _NotRetracing(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "triggered tf.function retracing" not in record.getMessage()
 
 
 @contextlib.contextmanager

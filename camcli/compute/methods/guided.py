@@ -81,13 +81,17 @@ class GuidedBackprop(BaseCAM):
     @classmethod
     def own_layers(cls, model) -> list[str]:
         """The model's input, as its first layer's input (``rescaling:input``): the map
-        is the gradient there."""
-        first = next((address for address, _, shape in graph_layers(model)
-                      if shape is not None and len(shape) == 4), None)
-        if first is None:
-            raise UsageProblem(f"{cls.name} needs an image model; model {model.name!r} "
-                               "has no layer with a spatial output")
-        return [first + INPUT_SUFFIX]
+        is the gradient there.
+
+        Raises:
+            UsageProblem: the model has no ReLU, or its first layer takes no image.
+        """
+        _rectifiers(model, cls.name)
+        first = next(iter(graph_layers(model)), None)
+        if first is None or len(model.inputs[0].shape) != 4:
+            raise UsageProblem(f"{cls.name} explains an image model's input, and model "
+                               f"{model.name!r} takes no image")
+        return [first[0] + INPUT_SUFFIX]
 
     def explain_step(self, x, requested):
         tf = tensorflow()
