@@ -442,8 +442,9 @@ def _document(loaded, sample: Sample, methods: list[Scored], skipped, noise: Noi
                   "changed_top1": int(noise.changed.sum()),
                   "of": int(noise.changed.size)},
         "seed": options.seed,
-        "inputs": [item.path for item in sample.items],
-        "failed": [{"input": path, "error": reason} for path, reason in sample.failed],
+        "inputs": [locations.absolute(item.path) for item in sample.items],
+        "failed": [{"input": locations.absolute(path), "error": reason}
+                   for path, reason in sample.failed],
     }
 
 
