@@ -196,4 +196,14 @@ def test_a_method_that_cannot_be_scored_is_refused(tmp_path, photos, model_args,
                   methods, *model_args])
     assert result.exit_code == 2
     assert message in result.stderr
-    assert not (tmp_path / "out").exists()
+    assert not (tmp_path / "out" / "evaluate.json").exists()
+
+
+def test_an_output_folder_that_cannot_be_written_stops_it_before_any_work(tmp_path, photos,
+                                                                          model_args):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    result = run(["evaluate", str(photos), "--out", str(blocker / "out"), *model_args])
+    assert result.exit_code == 1
+    assert f"Error: cannot write to output folder {blocker / 'out'}" in result.stderr
+    assert "model:" not in result.stderr

@@ -30,7 +30,7 @@ from camcli.analysis import metrics, scorecard
 from camcli.analysis import score as scoring
 from camcli.compute.explainer import Explainer
 from camcli.compute.methods import METHODS, rank_classes
-from camcli.errors import CamcliError, UsageProblem
+from camcli.errors import CamcliError, OutputError, UsageProblem
 from camcli.io import locations
 from camcli.io.inputs import InputItem, check_inputs, discover
 from camcli.io.storage import Storage, resolved
@@ -109,11 +109,18 @@ def evaluate(inputs: list[str], model: ModelRequest, explain: ExplainRequest,
     Raises:
         UsageProblem: a method named that does not apply to the model, no input left.
         InputNotFound: an input names nothing.
+        OutputError: ``options.out_dir`` cannot be written (before any work).
     """
     started = time.perf_counter()
     storage = resolved(storage)
     check_inputs(inputs, storage)
     check(explain)
+    store = storage.store(options.out_dir)
+    try:  # before the work, not after it
+        store.check_writable(options.out_dir)
+    except OSError as exc:
+        raise OutputError(f"cannot write to output folder {options.out_dir}: "
+                          f"{exc.strerror or exc}") from None
     loaded, device = load_model(model, storage)
     methods, skipped = _methods(loaded, explain, options, device, storage)
     sample = _sample(inputs, methods[0].session, options, storage)
@@ -135,7 +142,6 @@ def evaluate(inputs: list[str], model: ModelRequest, explain: ExplainRequest,
     document = _document(loaded, sample, methods, skipped, noisy, options,
                          methods[0].session)
     document["seconds"] = {key: round(value, 3) for key, value in seconds.items()}
-    store = storage.store(options.out_dir)
     json_path = locations.join(options.out_dir, JSON_NAME)
     page_path = locations.join(options.out_dir, PAGE_NAME)
     store.write_atomic(json_path, (json.dumps(document, indent=2) + "\n").encode())
