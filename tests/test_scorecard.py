@@ -157,6 +157,16 @@ def test_the_recommendation_is_the_best_mean_rank_among_the_methods_that_pass():
     assert recommended is None and sorted(ranks) == [1, 2, 3, 4]
 
 
+def test_the_same_maps_tie_and_the_faster_method_is_recommended():
+    """CAM and Grad-CAM give the same maps on a GAP -> Dense head: their measures differ
+    in the last bits only, so the time decides, not the rounding."""
+    rows = [row("gradcam", True, 0.17590001, 0.1387, 0.4333, 0.2361000001, seconds=0.02),
+            row("cam", True, 0.1759, 0.13870000002, 0.4333, 0.2361, seconds=0.01)]
+    assert scorecard.recommend(rows, with_truth=False) == ("cam", [2, 1])
+    np.testing.assert_array_equal(scorecard.ranks_of([0.1, None, 0.3, 0.1], True),
+                                  [2.5, 4, 1, 2.5])
+
+
 def test_the_table_marks_the_best_of_each_column():
     rows = [row("gradcam", True, 0.5, 0.10, 0.5, 0.30, random_logit=0.2, sparseness=0.4,
                 complexity=10.0, rank=1),

@@ -167,11 +167,18 @@ def sanity_passed(spearman_curve: list) -> tuple[bool | None, float | None]:
     return mean < SANITY_THRESHOLD, mean
 
 
+#: Values that agree to this many significant digits tie (methods that give the same maps,
+#: CAM and Grad-CAM on a GAP -> Dense head, differ only by rounding).
+RANK_DIGITS = 6
+
+
 def ranks_of(values: list, higher_is_better: bool) -> np.ndarray:
-    """1 for the best, ties sharing their mean rank; a missing value ranks last."""
+    """1 for the best, ties (to `RANK_DIGITS` significant digits) sharing their mean rank;
+    a missing value ranks last."""
     from scipy.stats import rankdata
 
-    numbers = np.array([np.nan if v is None else float(v) for v in values])
+    numbers = np.array([np.nan if v is None else float(f"{float(v):.{RANK_DIGITS}g}")
+                        for v in values])
     missing = ~np.isfinite(numbers)
     keyed = -numbers if higher_is_better else numbers.copy()
     keyed[missing] = np.inf
