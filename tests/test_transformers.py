@@ -15,7 +15,10 @@ from PIL import Image
 
 from camcli.compute.methods import METHODS
 from camcli.compute.models import capture, graph
-from camcli.errors import LayerError, ModelError
+from camcli.errors import LayerError, ModelError, UsageProblem
+
+#: the methods that guide the gradient through ReLUs, which a transformer has not
+GUIDED = ("guided-gradcam", "guidedbackprop")
 
 #: model -> (its default address below the outer model, prefix tokens, grid)
 DEFAULTS = {
@@ -135,13 +138,25 @@ def test_any_block_input_or_output_inside_a_nested_classifier(keras, hub, photos
 
 @pytest.mark.parametrize("method", sorted(
     name for name, kind in METHODS.items()
-    if name not in ("cam", "scorecam", "fullgrad") and not kind.reads_attention))
+    if name not in ("cam", "scorecam", "fullgrad", *GUIDED) and not kind.reads_attention))
 def test_every_method_runs_at_a_block_and_gives_maps_of_the_grid(method, hub, photos):
     model, _, default = hub["deit"]
     address = default.rsplit("/", 1)[0] + ":input"  # the last block's input
     result = METHODS[method](graph.build(model, address))(hub_models.read_photos(photos))
     assert result.maps.shape == (3, 4, 4)
     assert np.isfinite(result.maps).all() and result.maps.max() == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("method", GUIDED)
+def test_guided_methods_refuse_a_transformer_it_has_no_relu(method, hub):
+    """A transformer's GELUs are no rectifiers: a guided map would be the plain gradient."""
+    model, _, default = hub["deit"]
+    message = (f"{method} guides the gradient through the model's ReLUs, and this model has "
+               "none (a transformer's GELUs, for one): its map would be the plain gradient; "
+               "use another method")
+    with pytest.raises(UsageProblem) as refused:
+        METHODS[method](graph.build(model, default.rsplit("/", 1)[0] + ":input"))
+    assert str(refused.value) == message
 
 
 def test_cam_at_a_block_says_why_not(hub):
