@@ -47,19 +47,21 @@ def open_session(model: ModelRequest, explain: ExplainRequest, store):
 def predict(images, top_k, fmt, batch_size, **options):
     """Print the top-k classes and probabilities of each image."""
     from camcli.io.inputs import check_inputs, discover
+    from camcli.run.api import Explaining
 
     store = storage()
     check_inputs(images, store)
     given = Given(options)
     requests = requests_of(given, None)
     given.close()
-    session = open_session(*requests, store)
+    explaining = Explaining(open_session(*requests, store))
     rows, failed = [], 0
-    for result in session.stream(discover(images, storage=store), batch_size):
+    for result in explaining.explain_many(discover(images, storage=store), batch_size,
+                                          on_error="keep"):
         if result.error:
             failed += 1
-            click.echo(f"Error: {result.input.path}: {result.error}", err=True)
-        rows.append({"input": result.input.path, "top": result.top(top_k, session.labels),
+            click.echo(f"Error: {result.input}: {result.error}", err=True)
+        rows.append({"input": result.input, "top": [list(row) for row in result.top(top_k)],
                      "error": result.error})
         if fmt == "table":
             print_table_row(rows.pop())

@@ -68,7 +68,7 @@ def load_rgb(path: str, storage: Storage | None = None) -> np.ndarray:
                 _check_size(path, image)
                 image.load()
                 image = ImageOps.exif_transpose(image)
-                return _to_rgb(image)
+                return to_rgb(image)
     except ImageError:
         raise
     except UnidentifiedImageError:
@@ -93,7 +93,9 @@ def _check_size(path: str, image: Image.Image) -> None:
         raise ImageError(path, f"image has no pixels ({width}x{height})")
 
 
-def _to_rgb(image: Image.Image) -> np.ndarray:
+def to_rgb(image: Image.Image) -> np.ndarray:
+    """A PIL image of any mode as RGB uint8 ``(height, width, 3)``: 16-bit and float grey
+    keep their range, transparency is laid on the background."""
     mode = image.mode
     if mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):
         # 16-bit (and 32-bit integer) grayscale: keep the full range instead of clipping.

@@ -10,7 +10,9 @@ import fnmatch
 import os
 import posixpath
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+import numpy as np
 
 from camcli.errors import InputNotFound, UsageProblem
 from camcli.io import locations
@@ -30,12 +32,15 @@ class InputItem:
         requested_class: the class asked for this input alone (--class-from), or None.
         problem: why the input cannot be done as asked (a class the model does not
             have): it becomes the input's error record, without running the model.
+        pixels: an image given in memory (the Python API: a PIL image or an array) as
+            RGB uint8 ``(height, width, 3)``, not read from ``path`` (then a name only).
     """
 
     path: str
     relative: str
     requested_class: int | None = None
     problem: str | None = None
+    pixels: np.ndarray | None = field(default=None, compare=False, repr=False)
 
 
 def _is_glob(arg: str, storage: Storage) -> bool:

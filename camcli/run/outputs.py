@@ -113,6 +113,22 @@ def locate(result, picture: Picture, box_threshold: float | None = None
     return localise.locate(picture.heatmap, width, height, box_threshold)
 
 
+def draw(image: np.ndarray, probabilities: np.ndarray, class_index: int, heatmap: np.ndarray,
+         style: RenderStyle, method: str, labels, box: list[int] | None = None) -> np.ndarray:
+    """The picture of one map over its RGB photo, as every command draws it: the overlay
+    (with ``box``, when given) or, with ``style.panel``, the captioned panel; BGR uint8."""
+    from camcli.run import render
+
+    if style.panel:
+        text = caption(labels.name(class_index), class_index,
+                       float(probabilities[class_index]), method)
+        return render.panel(image, heatmap, text, style.alpha, style.colormap, box)
+    drawn = render.overlay(image, heatmap, style.alpha, style.colormap)
+    if box is not None:
+        render.draw_box(drawn, box)
+    return drawn
+
+
 def write(result, picture: Picture, style: RenderStyle, method: str, labels,
           peak: list[int] | None = None, box: list[int] | None = None,
           storage: Storage | None = None) -> Drawn:
@@ -124,16 +140,8 @@ def write(result, picture: Picture, style: RenderStyle, method: str, labels,
     """
     from camcli.run import render
 
-    if style.panel:
-        probability = float(result.probabilities[picture.class_index])
-        text = caption(labels.name(picture.class_index), picture.class_index, probability,
-                       method)
-        drawn = render.panel(result.image, picture.heatmap, text, style.alpha, style.colormap,
-                             box)
-    else:
-        drawn = render.overlay(result.image, picture.heatmap, style.alpha, style.colormap)
-        if box is not None:
-            render.draw_box(drawn, box)
+    drawn = draw(result.image, result.probabilities, picture.class_index, picture.heatmap,
+                 style, method, labels, box)
     store = resolved(storage).store(picture.path)
     store.write_atomic(picture.path, render.encode_jpeg(drawn, style.quality))
     if picture.map_path is not None:

@@ -73,6 +73,8 @@ def batched(items: Iterable[T], size: int) -> Iterator[list[T]]:
 def _decode(item: InputItem, size: tuple[int, int], storage: Storage):
     if item.problem:  # e.g. a class the model does not have: nothing to decode
         return item.problem, None
+    if item.pixels is not None:  # given in memory (the Python API): decoded already
+        return item.pixels, resize_for_model(item.pixels, size)
     try:
         rgb = load_rgb(item.path, storage)
         return rgb, resize_for_model(rgb, size)

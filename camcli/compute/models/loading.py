@@ -117,6 +117,43 @@ def load(
                        _labels(found, labels_file, storage), found.default_layer, precision)
 
 
+def image_input_size(model, said: str) -> tuple[int, int]:
+    """The ``(height, width)`` images are resized to for ``model`` (its input's, else
+    `DEFAULT_INPUT_SIZE`).
+
+    Raises:
+        ModelError: the model (``said``: how a message names it) takes no image.
+    """
+    if not getattr(model, "inputs", None):
+        raise ModelError(f"{said} holds a model without a defined input shape")
+    shape = tuple(model.inputs[0].shape)
+    if len(shape) != 4 or shape[-1] not in (3, None):
+        raise ModelError(f"{said}: expected an image input (batch, height, width, 3), got "
+                         f"{shape}")
+    height, width = shape[1], shape[2]
+    return (height, width) if height and width else DEFAULT_INPUT_SIZE
+
+
+def in_memory(model, preprocess: str | None = None, labels_file: str | None = None,
+              storage: Storage | None = None) -> LoadedModel:
+    """A Keras model object already built (the Python API), as a model file of it would
+    load: preprocessing ``none`` unless told, labels as `load` finds them. Nothing is
+    saved or copied; the model runs in its own precision.
+
+    Raises:
+        ModelError: the model takes no image.
+    """
+    if preprocess is not None and preprocess not in PREPROCESSORS:
+        raise UsageProblem(
+            f"unknown preprocessing {preprocess!r}: choose from {', '.join(PREPROCESSORS)}"
+        )
+    name = getattr(model, "name", type(model).__name__)
+    found = _Found(name, model, image_input_size(model, f"Keras model {name!r}"),
+                   preprocess or "none", None)
+    return LoadedModel(found.name, model, found.input_size, found.preprocess,
+                       _labels(found, labels_file, resolved(storage)))
+
+
 def architecture(name: str, unsafe_model_code: bool = False, storage: Storage | None = None
                  ) -> tuple[Any, str | None]:
     """A model's layers without its weights (``camcli layers``): the Keras model (a
@@ -264,14 +301,7 @@ def _local_file(path: str, unsafe_model_code: bool = False, shown: str | None = 
             ) from None
         first_line = text.splitlines()[0] if text else type(exc).__name__
         raise ModelError(f"cannot load model file {said}: {first_line}") from None
-    if not getattr(model, "inputs", None):
-        raise ModelError(f"model file {said} holds a model without a defined input shape")
-    shape = tuple(model.inputs[0].shape)
-    if len(shape) != 4 or shape[-1] not in (3, None):
-        raise ModelError(f"model file {said}: expected an image input (batch, height, width, "
-                         f"3), got {shape}")
-    height, width = shape[1], shape[2]
-    input_size = (height, width) if height and width else DEFAULT_INPUT_SIZE
+    input_size = image_input_size(model, f"model file {said}")
     # The absolute path names the model in records: the same file from any folder.
     name = os.path.abspath(path)
     meta = read_metadata(path)
