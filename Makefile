@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 
 .DEFAULT_GOAL := help
-.PHONY: help venv install dev demo test lint bench bench-memory chromium clean
+.PHONY: help venv install dev demo test docs lint bench bench-memory chromium clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -30,10 +30,20 @@ demo: install  ## heatmaps for sample_images/ into heatmaps/
 # Tests run in up to 4 processes (pytest-xdist), a whole module in one: its fixtures are
 # built once, and the Ray tests (all in tests/test_ray.py) share one cluster, in one
 # process. 'pytest -n 0' runs them all in this process.
-test: dev chromium  ## lint and the layers' import contract, then the whole test suite
-	$(BIN)/ruff check camcli tests bench
+test: dev chromium  ## lint, the layers' import contract and the manual (--strict), then the whole test suite
+	$(BIN)/ruff check camcli tests bench scripts
 	$(BIN)/lint-imports
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet --site-dir $$(mktemp -d)
 	$(BIN)/python -m pytest -n auto --maxprocesses 4 --dist loadfile
+
+# The manual: the reference pages and the gallery generated from the code (the gallery runs
+# every method on three sample photos, about 2 minutes), then the site, offline.
+docs: install  ## the manual into site/ (open site/index.html, or: python -m http.server -d site)
+	$(BIN)/python -m pip install --quiet -e '.[docs]'
+	$(BIN)/python scripts/docs.py reference
+	$(BIN)/python scripts/docs.py gallery
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
+	@echo "The manual is in $(CURDIR)/site/index.html"
 
 # The HTML report's browser test needs Chromium (Debian package). Installed where this
 # user may (root, apt); elsewhere that one test is skipped with its reason.
@@ -63,8 +73,8 @@ bench-memory: install  ## peak RSS of batch on 2,000 and 20,000 generated images
 	$(BIN)/python bench/batch.py --memory 2000,20000
 
 lint: dev  ## ruff and the layers' import contract (import-linter)
-	$(BIN)/ruff check camcli tests bench
+	$(BIN)/ruff check camcli tests bench scripts
 	$(BIN)/lint-imports
 
 clean:  ## remove the virtualenv, caches and demo output
-	rm -rf $(VENV) heatmaps .pytest_cache .ruff_cache *.egg-info
+	rm -rf $(VENV) heatmaps site .pytest_cache .ruff_cache *.egg-info

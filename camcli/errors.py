@@ -83,3 +83,24 @@ class OutputError(CamcliError):
 
 class EngineError(CamcliError):
     """The engine that should run the work cannot (a Ray cluster that cannot be joined)."""
+
+
+#: The exit codes of every command, and what each means (the reference's exit-code page is
+#: generated from this).
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+EXIT_CODES: tuple[tuple[int, str], ...] = (
+    (EXIT_OK, "every input was processed (`score`: every gate passed)"),
+    (EXIT_FAILED, "at least one input failed (each is reported on stderr and, for `batch`, in "
+     "the manifest; the others were processed), inputs a Ray run could not do (`N not "
+     "done`), `score` below `--min-pointing` / `--min-loc`, or a runtime failure "
+     "(`CamcliError`) such as a model file that does not load, an output folder that cannot "
+     "be written or a Ray cluster that cannot be joined (`Error: ...` on stderr, before any "
+     "work)"),
+    (EXIT_USAGE, "usage error (`UsageProblem`): a missing input path (named in the message), "
+     "an unknown option value, model, layer or class, classes from `--class-from` the model "
+     "does not have, `cam` on a model without a GAP → Dense head or with several layers, a "
+     "GPU that is not there"),
+    (EXIT_INTERRUPTED, "`batch` interrupted with Ctrl-C: in-flight outputs are finished and "
+     "recorded first"),
+)
+

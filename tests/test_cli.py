@@ -405,16 +405,6 @@ def test_batch_top_k_maps_records_one_row_per_rank_and_resumes(photos, tmp_path,
     assert "1 inputs: 1 written, 0 already done" in plain.stderr  # a different kind of run
 
 
-def test_readme_method_table_is_the_registry():
-    from camcli.compute.methods import methods_table
-
-    readme = (REPO / "README.md").read_text()
-    start = readme.index("<!-- methods-table -->\n") + len("<!-- methods-table -->\n")
-    end = readme.index("\n<!-- /methods-table -->")
-    assert readme[start:end] == methods_table()
-    assert run(["methods"]).stdout.strip() == methods_table()
-
-
 def test_concurrent_shards_share_one_output_folder(tmp_path, model_args):
     photos = tmp_path / "tree"
     for i in range(24):

@@ -15,18 +15,15 @@ import sys
 import click
 
 from camcli import __version__
-from camcli.errors import CamcliError, UsageProblem
+from camcli.errors import EXIT_USAGE, CamcliError, UsageProblem
 
 log = logging.getLogger("camcli")
-
-#: The exit code of a run stopped by Ctrl-C.
-EXIT_INTERRUPTED = 130
 
 
 class UsageFailure(click.ClickException):
     """A request that cannot be served as asked: ``Error: ...`` and exit code 2."""
 
-    exit_code = 2
+    exit_code = EXIT_USAGE
 
 
 def translate_errors(command):

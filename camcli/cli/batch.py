@@ -9,7 +9,6 @@ import click
 from click.core import ParameterSource
 
 from camcli.cli.app import (
-    EXIT_INTERRUPTED,
     UsageFailure,
     flag,
     main,
@@ -32,6 +31,7 @@ from camcli.cli.present import (
     progress_hook,
     say_metrics,
 )
+from camcli.errors import EXIT_INTERRUPTED
 from camcli.options import (
     DEFAULT_METRIC_STEPS,
     BatchOptions,
