@@ -90,6 +90,18 @@ def test_the_readmes_commands_run_as_written(tmp_path, monkeypatch):
     assert passed == {"gradcam": True, "guidedbackprop": False}  # as the README says
 
 
+@pytest.mark.parametrize("page", ["README.md", "docs/index.md"])
+def test_the_python_example_of_the_readme_and_the_home_page_runs(page, monkeypatch):
+    text = (REPO / page).read_text()
+    [block] = re.findall(r"```python\n(.*?)```", text, flags=re.S)
+    monkeypatch.chdir(REPO)
+    monkeypatch.setenv("CAMCLI_DEVICE", "cpu")
+    namespace: dict = {}
+    exec(compile(block, page, "exec"), namespace)  # noqa: S102
+    result = namespace["result"]
+    assert (result.class_name, result.map.shape) == ("Egyptian_cat", (7, 7))
+
+
 def test_the_python_guides_examples_run(monkeypatch, capsys):
     """Each ```python block of docs/guides/python.md, in order, in one namespace, from the
     repository's root (where sample_images/ is)."""
