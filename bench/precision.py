@@ -6,7 +6,9 @@ largest difference of any class probability from fp32, how often the top-1 class
 the mean correlation of the Grad-CAM maps with fp32's, and Grad-CAM throughput (model and
 method only, traced first), all measured side by side in one run.
 
-    python bench/precision.py [--images 120] [--model efficientnet-lite0]
+    python bench/precision.py [--images 120] [--model efficientnet-lite0] [--docs]
+
+``--docs`` also writes the table into docs/PERFORMANCE.md (`published`).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import numpy as np  # noqa: E402
 from batch import machine, make_photos  # noqa: E402
 from methods import throughput  # noqa: E402
+from published import published  # noqa: E402
 
 from camcli.compute.backend import cpu_has_fast_bf16  # noqa: E402
 from camcli.compute.explainer import build_explainer  # noqa: E402
@@ -49,7 +52,14 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=120)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--model", default="efficientnet-lite0")
+    parser.add_argument("--docs", action="store_true",
+                        help="also write the table into docs/PERFORMANCE.md")
     args = parser.parse_args()
+    with published("precision.py", "docs/PERFORMANCE.md", args.docs):
+        measure(args)
+
+
+def measure(args) -> None:
 
     with tempfile.TemporaryDirectory() as folder:
         make_photos(Path(folder), args.images)

@@ -44,7 +44,8 @@ def cli_page() -> str:
              "Every command and option, as `camcli COMMAND --help` prints them. Results go "
              "to stdout; logs, progress and errors to stderr. Exit codes: "
              "[Exit codes](exit-codes.md).\n\n"]
-    root = click.Context(main, info_name="camcli")
+    # As the command line makes them: `-h` is a help option too (main's context_settings).
+    root = click.Context(main, info_name="camcli", **main.context_settings)
     lines += _command(main, root, "camcli", top=True)
     for name in sorted(main.commands):
         command = main.commands[name]

@@ -28,7 +28,15 @@ import docs  # noqa: E402  (scripts/docs.py)
 
 
 def test_the_reference_pages_are_what_the_code_gives_now():
-    assert docs.stale() == [], "run: python scripts/docs.py reference"
+    import difflib
+
+    stale = docs.stale()
+    changes = [line for path, text in docs.pages().items()
+               if str(path.relative_to(REPO)) in stale
+               for line in difflib.unified_diff(path.read_text().splitlines(),
+                                                text.splitlines(), str(path), "the code",
+                                                lineterm="", n=0)]
+    assert stale == [], "run: python scripts/docs.py reference\n" + "\n".join(changes[:40])
 
 
 def test_a_new_option_makes_the_command_reference_stale(monkeypatch):
@@ -54,6 +62,20 @@ def test_a_new_record_field_and_a_new_method_make_their_pages_stale(monkeypatch)
     monkeypatch.undo()
     monkeypatch.setattr(methods, "methods_table", lambda: "| a new method |")
     assert "docs/reference/methods.md" in docs.stale()
+
+
+def test_every_bench_block_in_the_docs_is_written_by_its_script():
+    """A ``<!-- bench/X.py: ... -->`` block is the output of ``python bench/X.py --docs``,
+    which publishes into that very page (bench/published.py)."""
+    found = 0
+    for page in (REPO / "docs").rglob("*.md"):
+        text = page.read_text()
+        for script in re.findall(r"<!-- bench/([a-z_]+\.py): written by", text):
+            found += 1
+            assert f"<!-- /bench/{script} -->" in text, (page, script)
+            source = (REPO / "bench" / script).read_text()
+            assert f'published("{script}", "{page.relative_to(REPO).as_posix()}"' in source
+    assert found >= 1
 
 
 def test_the_methods_page_is_the_registry_and_camcli_methods():
@@ -130,7 +152,8 @@ def _browser_query(url: str, expression: str, until, seconds: float = 20.0):
 
     port = _free_port()
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    with tempfile.TemporaryDirectory() as profile:
+    # Chromium may still write its profile as it dies: the folder goes when it can.
+    with tempfile.TemporaryDirectory(ignore_cleanup_errors=True) as profile:
         browser = subprocess.Popen([chromium, "--headless", "--no-sandbox", "--disable-gpu",
                                     f"--remote-debugging-port={port}",
                                     f"--user-data-dir={profile}", "about:blank"],

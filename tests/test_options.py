@@ -97,7 +97,7 @@ def built(monkeypatch):
         return made[cls.__name__]
 
     class Session:  # what open_session would return, for the commands that go on
-        def stream(self, items, batch_size):
+        def stream(self, items, batch_size, workers=None):
             made["stream"] = {"batch_size": batch_size}
             return iter(())
 
