@@ -1,5 +1,6 @@
 """What a run is asked to do, one frozen object per concern. Their field defaults are *the*
-defaults: the CLI's options, the library's signatures and the README all read them here.
+defaults: the CLI's options, the library's signatures (`camcli.open`) and the manual all
+read them here.
 
 * `ModelRequest` — which model, loaded how and run where (and in what precision).
 * `ExplainRequest` — what to explain: method, target layer, class, top-k maps, metrics.
@@ -47,7 +48,7 @@ FINER_ALPHA, FINER_CLASSES = 1.0, 3
 AUTO = "auto"
 #: The method ``auto`` gives a vision transformer whose blocks attend with
 #: MultiHeadAttention: the best worst-task pointing of ``bench/transformers.py``
-#: (README, "Transformers"); any other model gets Grad-CAM.
+#: (docs/guides/transformers.md); any other model gets Grad-CAM.
 TRANSFORMER_METHOD = "rollout"
 #: ... with these of its options, where the request leaves them at their defaults: the
 #: bench's best worst task (89%; vit-explain's defaults, mean and 0, reach 79%).

@@ -60,7 +60,7 @@ from camcli.options import (
               help="Also measure each map's faithfulness into the manifest: --metrics alone "
                    "or 'faithfulness': deletion / insertion AUC, average drop, increase in "
                    "confidence; 'road': ROAD's MoRF / LeRF with noisy linear imputation; "
-                   "'all': both (see README).")
+                   "'all': both (docs/explanations/faithfulness.md).")
 @click.option("--metric-steps", default=DEFAULT_METRIC_STEPS, show_default=True,
               type=click.IntRange(min=1),
               help="Deletion / insertion steps per image (each costs 2 forward passes).")

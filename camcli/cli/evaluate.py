@@ -75,7 +75,7 @@ def evaluate(inputs, **options):
     the classifier down, Adebayo et al. 2018), random logit, ROAD, deletion and insertion
     AUC, Max-Sensitivity, Sparseness, Complexity, with --truth the pointing game and
     MaxBoxAccV2, and seconds per image. Prints the table, names the method to use, and
-    writes OUT/evaluate.json and OUT/evaluate.html (see README: Which map to believe).
+    writes OUT/evaluate.json and OUT/evaluate.html (docs/guides/evaluate.md).
     """
     from camcli.run.evaluate import evaluate as run
 

@@ -147,7 +147,7 @@ def method_options(command):
                           f"{TRANSFORMER_METHOD} ({as_flags(TRANSFORMER_OPTIONS)}) on a vision "
                           "transformer whose blocks "
                           "attend with MultiHeadAttention (the best worst-task pointing "
-                          "of the bench, README: Transformers), else gradcam; with "
+                          "of the bench, docs/guides/transformers.md), else gradcam; with "
                           "--layer, gradcam."),
         click.option("--top-k-maps", type=click.IntRange(min=1), default=None, metavar="K",
                      help="One picture per each of the top-K classes, named "

@@ -1,4 +1,4 @@
-"""CAM methods, by name. The registry feeds the CLI's --method choices and the README's
+"""CAM methods, by name. The registry feeds the CLI's --method choices and the manual's
 method table; every method is one small subclass of `BaseCAM`."""
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ __all__ = ["CAM", "HEAD_FUSIONS", "KERNELS", "KPCACAM", "METHODS", "SMOOTHINGS",
 
 
 def methods_table() -> str:
-    """The README's method table (Markdown), rendered from the registry."""
+    """The method table (Markdown) of `camcli methods` and the manual, from the registry."""
     rows = ["| method | paper | cost per image | when to use |", "| --- | --- | --- | --- |"]
     for method in METHODS.values():
         use_when = f"**baseline**: {method.use_when}" if method.baseline else method.use_when

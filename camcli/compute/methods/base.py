@@ -112,7 +112,7 @@ class BaseCAM:
 
     name: ClassVar[str] = ""
     paper: ClassVar[str] = ""
-    #: cost per image, for the README and ``camcli methods``
+    #: cost per image, for the manual and ``camcli methods``
     cost: ClassVar[str] = "1 forward"
     use_when: ClassVar[str] = ""
     needs_gradients: ClassVar[bool] = False
