@@ -4,7 +4,9 @@ Run by ``make bench``. All timings come from one process on the same preprocesse
 (model and method work only: no decoding or writing), after a warm-up call that traces
 the TensorFlow function. Prints a Markdown table.
 
-    python bench/methods.py [--model efficientnet-lite0] [--images 128] [--batch-size 32]
+    python bench/methods.py [--model efficientnet-lite0] [--images 128] [--batch-size 32] [--docs]
+
+``--docs`` also writes the table into docs/PERFORMANCE.md (`published`).
 """
 
 from __future__ import annotations
@@ -17,11 +19,13 @@ import time
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import numpy as np  # noqa: E402
+from published import published  # noqa: E402
 
 from camcli.compute.explainer import build_explainer  # noqa: E402
 from camcli.compute.methods import METHODS, Predictor  # noqa: E402
 from camcli.compute.models import load  # noqa: E402
 from camcli.compute.models.preprocess import preprocess  # noqa: E402
+from camcli.errors import UsageProblem  # noqa: E402
 from camcli.options import ExplainRequest  # noqa: E402
 
 
@@ -58,8 +62,14 @@ def main() -> None:
                              "on fewer")
     parser.add_argument("--scorecam-max-maps", type=int, default=128,
                         help="the Faster Score-CAM row's --max-maps")
+    parser.add_argument("--docs", action="store_true",
+                        help="also write the table into docs/PERFORMANCE.md")
     args = parser.parse_args()
+    with published("methods.py", "docs/PERFORMANCE.md", args.docs):
+        measure(args)
 
+
+def measure(args) -> None:
     loaded = load(args.model, weights=args.weights)
     rng = np.random.default_rng(0)
     images = rng.uniform(0, 255, (args.images, *loaded.input_size, 3)).astype(np.float32)
@@ -93,10 +103,16 @@ def main() -> None:
             todo, repeats = [batches[0][:args.scorecam_images]], 1
         elif "smooth" in options:
             label = f"{name} --smooth {options['smooth']}"
-        elif METHODS[name].own_layers(loaded.model) is not None:
-            request = ExplainRequest(method=name)
-            graph = build_explainer(loaded, request).graph
-            label = f"{name} ({len(graph.layers)} bias layers)"
+        else:
+            try:
+                own = METHODS[name].own_layers(loaded.model)
+            except UsageProblem:  # e.g. attention rollout on a CNN
+                print(f"| {name} | n/a: does not apply to this model | |")
+                continue
+            if own is not None:
+                graph = build_explainer(loaded, ExplainRequest(method=name)).graph
+                label = (f"{name} ({len(graph.layers)} bias layers)" if name == "fullgrad"
+                         else f"{name} ({METHODS[name].own_layers_are})")
         method = METHODS[name](graph, **options)
         rate = throughput(method, todo, repeats)
         # The forward pass again, right after: this machine's speed drifts during a run.
