@@ -35,6 +35,7 @@ import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 from methods import throughput  # noqa: E402  (bench/methods.py: best-of-N timing)
 from PIL import Image  # noqa: E402
+from published import published  # noqa: E402  (bench/published.py: --docs)
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -235,11 +236,14 @@ def main() -> None:
     parser.add_argument("--models", default="efficientnet-lite0,resnet50")
     parser.add_argument("--memory", default=None, metavar="N1,N2",
                         help="instead: peak RSS of batch runs on N1, N2, ... images")
+    parser.add_argument("--docs", action="store_true",
+                        help="also write the speed table into docs/PERFORMANCE.md")
     args = parser.parse_args()
     if args.memory:
         memory(args)
     else:
-        speed(args)
+        with published("batch.py", "docs/PERFORMANCE.md", args.docs):
+            speed(args)
 
 
 if __name__ == "__main__":
