@@ -254,7 +254,8 @@ def ray_cluster(tmp_path_factory):
 # -- a real S3 API: moto's server mode on the loopback address ---------------------------------
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 now (for a server a test starts)."""
     import socket
 
     with socket.socket() as probe:
@@ -274,7 +275,7 @@ def s3_server():
 
     pytest.importorskip("s3fs", reason="the S3 tests need camcli[s3]")
     pytest.importorskip("moto.server", reason="the S3 tests need moto[server]")
-    port = _free_port()
+    port = free_port()
     server = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p",
                                str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 60

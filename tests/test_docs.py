@@ -10,7 +10,6 @@ import os
 import re
 import shlex
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -21,7 +20,7 @@ from functools import partial
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
-from conftest import REPO, SAMPLES, run
+from conftest import REPO, SAMPLES, free_port, run
 
 sys.path.insert(0, str(REPO / "scripts"))
 import docs  # noqa: E402  (scripts/docs.py)
@@ -139,18 +138,12 @@ def test_the_python_guides_examples_run(monkeypatch, capsys):
     assert "layer 'no_such_layer'" in printed or "no_such_layer" in printed
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def _browser_query(url: str, expression: str, until, seconds: float = 20.0):
     """``expression``'s value in headless Chromium at ``url``, read through the DevTools
     protocol until ``until(value)`` holds or ``seconds`` pass."""
     import aiohttp
 
-    port = _free_port()
+    port = free_port()
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     # Chromium may still write its profile as it dies: the folder goes when it can.
     with tempfile.TemporaryDirectory(ignore_cleanup_errors=True) as profile:

@@ -16,7 +16,7 @@ import time
 
 import numpy as np
 import pytest
-from conftest import REPO, SAMPLES, Paused, run, write_image
+from conftest import REPO, SAMPLES, Paused, free_port, run, write_image
 from PIL import Image
 
 pytest.importorskip("ray", reason="Ray is not installed: pip install 'camcli[ray]'")
@@ -194,12 +194,6 @@ def test_a_batch_lost_for_good_is_counted_and_redone(ray_cluster, tmp_path, mode
     resumed = run(args)  # without the hook: the lost ones are done now
     assert f"13 inputs: {lost} written, {13 - lost} already done" in resumed.stderr
     assert len(records(out)) == 13
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def test_a_cluster_started_with_ray_start_is_joined(ray_cluster, tmp_path, model_files):
