@@ -103,4 +103,3 @@ EXIT_CODES: tuple[tuple[int, str], ...] = (
     (EXIT_INTERRUPTED, "`batch` interrupted with Ctrl-C: in-flight outputs are finished and "
      "recorded first"),
 )
-

@@ -61,7 +61,7 @@ def predict(images, top_k, fmt, batch_size, **options):
         if result.error:
             failed += 1
             click.echo(f"Error: {result.input}: {result.error}", err=True)
-        rows.append({"input": result.input, "top": [list(row) for row in result.top(top_k)],
+        rows.append({"input": result.input, "top": result.top(top_k),
                      "error": result.error})
         if fmt == "table":
             print_table_row(rows.pop())

@@ -46,10 +46,10 @@ from camcli.options import (
     RenderStyle,
     default,
 )
-from camcli.run.pipeline import ImageResult
+from camcli.run.pipeline import ImageResult, top_classes
 from camcli.run.session import Session
 
-#: What `Session.explain_many` does with a photo that cannot be read: raise its
+#: What `Explaining.explain_many` does with a photo that cannot be read: raise its
 #: `ImageError`, or yield its `Result` with ``error`` set and go on (as ``batch`` does).
 ON_ERROR = ("raise", "keep")
 
@@ -90,14 +90,13 @@ def open(model: Any = DEFAULT_MODEL, method: str | None = AUTO, **options) -> Ex
     if unknown:
         raise TypeError(f"camcli.open() has no option {', '.join(map(repr, unknown))}; its "
                         f"options: {', '.join(OPTIONS)}")
-    given = Given({**options, "model": model if isinstance(model, str | os.PathLike) else
-                   DEFAULT_MODEL})
+    named = isinstance(model, str | os.PathLike)
+    given = Given({**options, "model": os.fspath(model) if named else DEFAULT_MODEL})
     request = given.build(ModelRequest)
-    request = ModelRequest(**{**request.__dict__, "model": os.fspath(request.model)})
     explain = given.build(ExplainRequest, method=method)
     style = given.build(RenderStyle)
     given.close()
-    if isinstance(model, str | os.PathLike):
+    if named:
         return Explaining(open_session(request, explain), style)
     return Explaining(_in_memory_session(model, request, explain), style)
 
@@ -138,7 +137,7 @@ class Result:
     input: str
     image: np.ndarray | None
     probabilities: np.ndarray | None
-    maps: tuple[tuple[int, np.ndarray | None], ...]
+    maps: tuple[tuple[int, np.ndarray], ...]
     method: str | None
     error: str | None
     _labels: Any
@@ -167,14 +166,10 @@ class Result:
             return None
         return float(self.probabilities[self.class_index])
 
-    def top(self, k: int = 5) -> list[tuple[int, str, float]]:
-        """The ``k`` most probable classes, best first: ``(index, name, probability)``."""
-        from camcli.compute.methods import rank_classes
-
-        if self.probabilities is None:
-            return []
-        return [(int(i), self._labels.name(int(i)), float(self.probabilities[i]))
-                for i in rank_classes(self.probabilities, k)]
+    def top(self, k: int = 5) -> list[list]:
+        """The ``k`` most probable classes, best first: ``[index, name, probability]``
+        each, as a record's ``top``."""
+        return top_classes(self.probabilities, k, self._labels)
 
     def overlay(self, index: int = 0, *, alpha: float | None = None,
                 colormap: str | None = None, panel: bool | None = None,
@@ -191,7 +186,7 @@ class Result:
 
         from camcli.run.outputs import draw
 
-        if self.image is None or not self.maps or self.maps[index][1] is None:
+        if not self.maps:
             raise ValueError(f"{self.input}: no map to draw ({self.error or 'predict only'})")
         given = {"alpha": alpha, "colormap": colormap, "panel": panel}
         style = RenderStyle(**{**self._style.__dict__,
@@ -203,7 +198,7 @@ class Result:
 
     def _repr_png_(self) -> bytes | None:
         """The overlay, for Jupyter."""
-        if self.image is None or not self.maps or self.map is None:
+        if not self.maps:
             return None
         buffer = io.BytesIO()
         self.overlay().save(buffer, format="PNG")
@@ -272,8 +267,7 @@ class Explaining:
 
     def _result(self, found: ImageResult) -> Result:
         return Result(found.input.path, found.image, found.probabilities,
-                      tuple((explained.class_index, None if explained.heatmap is None
-                             else explained.heatmap.astype(np.float32))
+                      tuple((explained.class_index, explained.heatmap.astype(np.float32))
                             for explained in found.maps if explained.heatmap is not None),
                       self.method, found.error, self.session.labels, self.style)
 

@@ -57,10 +57,16 @@ class ImageResult:
 
     def top(self, k: int, labels) -> list[list]:
         """The k most probable classes, best first, as ``[index, label, probability]``."""
-        if self.probabilities is None:
-            return []
-        return [[int(i), labels.name(int(i)), float(self.probabilities[i])]
-                for i in rank_classes(self.probabilities, k)]
+        return top_classes(self.probabilities, k, labels)
+
+
+def top_classes(probabilities: np.ndarray | None, k: int, labels) -> list[list]:
+    """The k most probable classes, best first, as ``[index, label, probability]`` (none
+    without probabilities: an input that failed)."""
+    if probabilities is None:
+        return []
+    return [[int(i), labels.name(int(i)), float(probabilities[i])]
+            for i in rank_classes(probabilities, k)]
 
 
 def batched(items: Iterable[T], size: int) -> Iterator[list[T]]:

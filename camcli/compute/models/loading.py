@@ -96,10 +96,7 @@ def load(
         UnknownModel: neither a built-in name nor an existing model file.
         ModelError: the weights could not be downloaded or the file could not be loaded.
     """
-    if preprocess is not None and preprocess not in PREPROCESSORS:
-        raise UsageProblem(
-            f"unknown preprocessing {preprocess!r}: choose from {', '.join(PREPROCESSORS)}"
-        )
+    _check_preprocess(preprocess)
     tensorflow()
     storage = resolved(storage)
     if name in BUILTIN:
@@ -115,6 +112,15 @@ def load(
     return LoadedModel(found.name, found.model, found.input_size,
                        preprocess if preprocess is not None else found.preprocess,
                        _labels(found, labels_file, storage), found.default_layer, precision)
+
+
+def _check_preprocess(preprocess: str | None) -> None:
+    """Raises:
+        UsageProblem: ``preprocess`` names no preprocessing mode."""
+    if preprocess is not None and preprocess not in PREPROCESSORS:
+        raise UsageProblem(
+            f"unknown preprocessing {preprocess!r}: choose from {', '.join(PREPROCESSORS)}"
+        )
 
 
 def image_input_size(model, said: str) -> tuple[int, int]:
@@ -141,12 +147,9 @@ def in_memory(model, preprocess: str | None = None, labels_file: str | None = No
     saved or copied; the model runs in its own precision.
 
     Raises:
-        ModelError: the model takes no image.
+        UsageProblem: an unknown preprocessing; ModelError: the model takes no image.
     """
-    if preprocess is not None and preprocess not in PREPROCESSORS:
-        raise UsageProblem(
-            f"unknown preprocessing {preprocess!r}: choose from {', '.join(PREPROCESSORS)}"
-        )
+    _check_preprocess(preprocess)
     name = getattr(model, "name", type(model).__name__)
     found = _Found(name, model, image_input_size(model, f"Keras model {name!r}"),
                    preprocess or "none", None)
