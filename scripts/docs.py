@@ -216,10 +216,15 @@ def write_reference() -> None:
 
 def write_gallery() -> None:
     """Every method that applies to the default model, on `GALLERY_PHOTOS`, by the Python
-    API: docs/gallery/<photo>-<method>.jpg and docs/gallery.md."""
-    import camcli
+    API (the model loaded once, a session per method, as ``camcli evaluate`` does):
+    docs/gallery/<photo>-<method>.jpg and docs/gallery.md."""
     from camcli.compute.methods import METHODS
     from camcli.errors import UsageProblem
+    from camcli.options import ExplainRequest, ModelRequest
+    from camcli.run.api import Explaining
+    from camcli.run.session import Session, load_model
+
+    loaded, device = load_model(ModelRequest(device="cpu"))
 
     folder = DOCS / "gallery"
     folder.mkdir(parents=True, exist_ok=True)
@@ -227,7 +232,7 @@ def write_gallery() -> None:
     rows, skipped = [], []
     for method in METHODS:
         try:
-            session = camcli.open(method=method, device="cpu")
+            session = Explaining(Session.create(loaded, ExplainRequest(method=method), device))
         except UsageProblem as exc:
             skipped.append((method, str(exc)))
             continue
