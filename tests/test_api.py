@@ -17,12 +17,11 @@ from PIL import Image
 import camcli
 from camcli.run import api
 
-TINY = {"labels_file": None, "preprocess": "scale01", "device": "cpu"}
-
 
 @pytest.fixture
 def tiny(model_files):
-    return dict(TINY, labels_file=model_files["labels"])
+    """`open`'s options for the tiny model file (the CLI's ``model_args``)."""
+    return {"labels_file": model_files["labels"], "preprocess": "scale01", "device": "cpu"}
 
 
 def test_the_map_is_what_save_maps_saves_and_the_overlay_what_the_command_draws(
