@@ -33,7 +33,8 @@ demo: install  ## heatmaps for sample_images/ into heatmaps/
 test: dev chromium  ## lint, the layers' import contract and the manual (--strict), then the whole test suite
 	$(BIN)/ruff check camcli tests bench scripts
 	$(BIN)/lint-imports
-	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet --site-dir $$(mktemp -d)
+	site=$$(mktemp -d) && NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet --site-dir $$site; \
+	  status=$$?; rm -rf $$site; exit $$status
 	$(BIN)/python -m pytest -n auto --maxprocesses 4 --dist loadfile
 
 # The manual: the reference pages and the gallery generated from the code (the gallery runs
